@@ -1,0 +1,280 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FeatureState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEATURE_STATE_UNSPECIFIED: _ClassVar[FeatureState]
+    FEATURE_STATE_PRESENT: _ClassVar[FeatureState]
+    FEATURE_STATE_ABSENT: _ClassVar[FeatureState]
+    FEATURE_STATE_UNKNOWN: _ClassVar[FeatureState]
+
+class MsixProbe(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MSIX_PROBE_UNSPECIFIED: _ClassVar[MsixProbe]
+    MSIX_PROBE_PRESENT: _ClassVar[MsixProbe]
+    MSIX_PROBE_ABSENT: _ClassVar[MsixProbe]
+    MSIX_PROBE_UNREADABLE: _ClassVar[MsixProbe]
+
+class IrqMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IRQ_MODE_UNSPECIFIED: _ClassVar[IrqMode]
+    IRQ_MODE_NONE: _ClassVar[IrqMode]
+    IRQ_MODE_MSI: _ClassVar[IrqMode]
+    IRQ_MODE_MSIX: _ClassVar[IrqMode]
+
+class DomainScheme(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DOMAIN_SCHEME_UNSPECIFIED: _ClassVar[DomainScheme]
+    DOMAIN_SCHEME_PER_DEVICE: _ClassVar[DomainScheme]
+    DOMAIN_SCHEME_GLOBAL: _ClassVar[DomainScheme]
+
+class DomainSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DOMAIN_SOURCE_UNSPECIFIED: _ClassVar[DomainSource]
+    DOMAIN_SOURCE_DEBUGFS: _ClassVar[DomainSource]
+    DOMAIN_SOURCE_INFERRED: _ClassVar[DomainSource]
+
+class IndexSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INDEX_SOURCE_UNSPECIFIED: _ClassVar[IndexSource]
+    INDEX_SOURCE_ACTION: _ClassVar[IndexSource]
+    INDEX_SOURCE_HWIRQ: _ClassVar[IndexSource]
+    INDEX_SOURCE_GLOBAL_HWIRQ: _ClassVar[IndexSource]
+    INDEX_SOURCE_ORDER: _ClassVar[IndexSource]
+FEATURE_STATE_UNSPECIFIED: FeatureState
+FEATURE_STATE_PRESENT: FeatureState
+FEATURE_STATE_ABSENT: FeatureState
+FEATURE_STATE_UNKNOWN: FeatureState
+MSIX_PROBE_UNSPECIFIED: MsixProbe
+MSIX_PROBE_PRESENT: MsixProbe
+MSIX_PROBE_ABSENT: MsixProbe
+MSIX_PROBE_UNREADABLE: MsixProbe
+IRQ_MODE_UNSPECIFIED: IrqMode
+IRQ_MODE_NONE: IrqMode
+IRQ_MODE_MSI: IrqMode
+IRQ_MODE_MSIX: IrqMode
+DOMAIN_SCHEME_UNSPECIFIED: DomainScheme
+DOMAIN_SCHEME_PER_DEVICE: DomainScheme
+DOMAIN_SCHEME_GLOBAL: DomainScheme
+DOMAIN_SOURCE_UNSPECIFIED: DomainSource
+DOMAIN_SOURCE_DEBUGFS: DomainSource
+DOMAIN_SOURCE_INFERRED: DomainSource
+INDEX_SOURCE_UNSPECIFIED: IndexSource
+INDEX_SOURCE_ACTION: IndexSource
+INDEX_SOURCE_HWIRQ: IndexSource
+INDEX_SOURCE_GLOBAL_HWIRQ: IndexSource
+INDEX_SOURCE_ORDER: IndexSource
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Feature(_message.Message):
+    __slots__ = ("state", "detail")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    state: FeatureState
+    detail: str
+    def __init__(self, state: _Optional[_Union[FeatureState, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class KernelFeatures(_message.Message):
+    __slots__ = ("vfio", "vfio_pci", "iommu_groups", "interrupt_remapping", "per_device_msi_domains", "dynamic_msix", "debugfs_irq", "vfio_noiommu")
+    VFIO_FIELD_NUMBER: _ClassVar[int]
+    VFIO_PCI_FIELD_NUMBER: _ClassVar[int]
+    IOMMU_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    INTERRUPT_REMAPPING_FIELD_NUMBER: _ClassVar[int]
+    PER_DEVICE_MSI_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_MSIX_FIELD_NUMBER: _ClassVar[int]
+    DEBUGFS_IRQ_FIELD_NUMBER: _ClassVar[int]
+    VFIO_NOIOMMU_FIELD_NUMBER: _ClassVar[int]
+    vfio: Feature
+    vfio_pci: Feature
+    iommu_groups: Feature
+    interrupt_remapping: Feature
+    per_device_msi_domains: Feature
+    dynamic_msix: Feature
+    debugfs_irq: Feature
+    vfio_noiommu: Feature
+    def __init__(self, vfio: _Optional[_Union[Feature, _Mapping]] = ..., vfio_pci: _Optional[_Union[Feature, _Mapping]] = ..., iommu_groups: _Optional[_Union[Feature, _Mapping]] = ..., interrupt_remapping: _Optional[_Union[Feature, _Mapping]] = ..., per_device_msi_domains: _Optional[_Union[Feature, _Mapping]] = ..., dynamic_msix: _Optional[_Union[Feature, _Mapping]] = ..., debugfs_irq: _Optional[_Union[Feature, _Mapping]] = ..., vfio_noiommu: _Optional[_Union[Feature, _Mapping]] = ...) -> None: ...
+
+class Cpus(_message.Message):
+    __slots__ = ("online", "possible", "isolated", "nohz_full")
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    POSSIBLE_FIELD_NUMBER: _ClassVar[int]
+    ISOLATED_FIELD_NUMBER: _ClassVar[int]
+    NOHZ_FULL_FIELD_NUMBER: _ClassVar[int]
+    online: _containers.RepeatedScalarFieldContainer[int]
+    possible: _containers.RepeatedScalarFieldContainer[int]
+    isolated: _containers.RepeatedScalarFieldContainer[int]
+    nohz_full: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, online: _Optional[_Iterable[int]] = ..., possible: _Optional[_Iterable[int]] = ..., isolated: _Optional[_Iterable[int]] = ..., nohz_full: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("daemon_version", "kernel_release", "features", "cpus", "uptime_seconds")
+    DAEMON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    daemon_version: str
+    kernel_release: str
+    features: KernelFeatures
+    cpus: Cpus
+    uptime_seconds: float
+    def __init__(self, daemon_version: _Optional[str] = ..., kernel_release: _Optional[str] = ..., features: _Optional[_Union[KernelFeatures, _Mapping]] = ..., cpus: _Optional[_Union[Cpus, _Mapping]] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ("all_devices", "include_vectors")
+    ALL_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    all_devices: bool
+    include_vectors: bool
+    def __init__(self, all_devices: _Optional[bool] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+
+class GetDeviceRequest(_message.Message):
+    __slots__ = ("bdf",)
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    def __init__(self, bdf: _Optional[str] = ...) -> None: ...
+
+class MsixCapability(_message.Message):
+    __slots__ = ("offset", "table_size", "enabled", "function_masked", "table_bir", "table_offset", "pba_bir", "pba_offset")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TABLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_MASKED_FIELD_NUMBER: _ClassVar[int]
+    TABLE_BIR_FIELD_NUMBER: _ClassVar[int]
+    TABLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PBA_BIR_FIELD_NUMBER: _ClassVar[int]
+    PBA_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    table_size: int
+    enabled: bool
+    function_masked: bool
+    table_bir: int
+    table_offset: int
+    pba_bir: int
+    pba_offset: int
+    def __init__(self, offset: _Optional[int] = ..., table_size: _Optional[int] = ..., enabled: _Optional[bool] = ..., function_masked: _Optional[bool] = ..., table_bir: _Optional[int] = ..., table_offset: _Optional[int] = ..., pba_bir: _Optional[int] = ..., pba_offset: _Optional[int] = ...) -> None: ...
+
+class DomainRef(_message.Message):
+    __slots__ = ("name", "scheme", "remapped", "source")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    REMAPPED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    scheme: DomainScheme
+    remapped: bool
+    source: DomainSource
+    def __init__(self, name: _Optional[str] = ..., scheme: _Optional[_Union[DomainScheme, str]] = ..., remapped: _Optional[bool] = ..., source: _Optional[_Union[DomainSource, str]] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("bdf", "vendor_id", "device_id", "class_code", "subsystem_vendor_id", "subsystem_device_id", "driver", "iommu_group", "numa_node", "local_cpus", "msix_probe", "msix", "irq_mode", "vectors_allocated", "domain", "vectors")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_CODE_FIELD_NUMBER: _ClassVar[int]
+    SUBSYSTEM_VENDOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSYSTEM_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    IOMMU_GROUP_FIELD_NUMBER: _ClassVar[int]
+    NUMA_NODE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_CPUS_FIELD_NUMBER: _ClassVar[int]
+    MSIX_PROBE_FIELD_NUMBER: _ClassVar[int]
+    MSIX_FIELD_NUMBER: _ClassVar[int]
+    IRQ_MODE_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vendor_id: int
+    device_id: int
+    class_code: int
+    subsystem_vendor_id: int
+    subsystem_device_id: int
+    driver: str
+    iommu_group: int
+    numa_node: int
+    local_cpus: _containers.RepeatedScalarFieldContainer[int]
+    msix_probe: MsixProbe
+    msix: MsixCapability
+    irq_mode: IrqMode
+    vectors_allocated: int
+    domain: DomainRef
+    vectors: _containers.RepeatedCompositeFieldContainer[Vector]
+    def __init__(self, bdf: _Optional[str] = ..., vendor_id: _Optional[int] = ..., device_id: _Optional[int] = ..., class_code: _Optional[int] = ..., subsystem_vendor_id: _Optional[int] = ..., subsystem_device_id: _Optional[int] = ..., driver: _Optional[str] = ..., iommu_group: _Optional[int] = ..., numa_node: _Optional[int] = ..., local_cpus: _Optional[_Iterable[int]] = ..., msix_probe: _Optional[_Union[MsixProbe, str]] = ..., msix: _Optional[_Union[MsixCapability, _Mapping]] = ..., irq_mode: _Optional[_Union[IrqMode, str]] = ..., vectors_allocated: _Optional[int] = ..., domain: _Optional[_Union[DomainRef, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ...) -> None: ...
+
+class Vector(_message.Message):
+    __slots__ = ("index", "index_source", "irq", "chip", "hwirq", "actions", "type", "affinity", "effective_affinity", "affinity_settable", "affinity_reason", "node", "total_count", "per_cpu_count")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    IRQ_FIELD_NUMBER: _ClassVar[int]
+    CHIP_FIELD_NUMBER: _ClassVar[int]
+    HWIRQ_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_SETTABLE_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_REASON_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PER_CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    index_source: IndexSource
+    irq: int
+    chip: str
+    hwirq: int
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    type: str
+    affinity: _containers.RepeatedScalarFieldContainer[int]
+    effective_affinity: _containers.RepeatedScalarFieldContainer[int]
+    affinity_settable: bool
+    affinity_reason: str
+    node: int
+    total_count: int
+    per_cpu_count: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, index: _Optional[int] = ..., index_source: _Optional[_Union[IndexSource, str]] = ..., irq: _Optional[int] = ..., chip: _Optional[str] = ..., hwirq: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ..., affinity_settable: _Optional[bool] = ..., affinity_reason: _Optional[str] = ..., node: _Optional[int] = ..., total_count: _Optional[int] = ..., per_cpu_count: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ListDomainsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Domain(_message.Message):
+    __slots__ = ("name", "scheme", "source", "remapped", "bdfs", "size", "mapped", "parents")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REMAPPED_FIELD_NUMBER: _ClassVar[int]
+    BDFS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    scheme: DomainScheme
+    source: DomainSource
+    remapped: bool
+    bdfs: _containers.RepeatedScalarFieldContainer[str]
+    size: int
+    mapped: int
+    parents: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., scheme: _Optional[_Union[DomainScheme, str]] = ..., source: _Optional[_Union[DomainSource, str]] = ..., remapped: _Optional[bool] = ..., bdfs: _Optional[_Iterable[str]] = ..., size: _Optional[int] = ..., mapped: _Optional[int] = ..., parents: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListDomainsResponse(_message.Message):
+    __slots__ = ("domains",)
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    domains: _containers.RepeatedCompositeFieldContainer[Domain]
+    def __init__(self, domains: _Optional[_Iterable[_Union[Domain, _Mapping]]] = ...) -> None: ...
