@@ -1,0 +1,98 @@
+"""CPU lists ("0-3,8") and CPU masks ("ff,ffffffff") as the kernel reads and writes them.
+
+Lists follow lib/bitmap-str.c bitmap_parselist: comma-separated CPUs and ranges,
+with an optional ":used/group" stride ("0-15:2/4" means 0,1,4,5,8,9,12,13), as
+isolcpus= and nohz_full= accept. Masks follow %*pb: hex digits in comma-separated
+32-bit groups, most significant first, as /proc/irq/N/smp_affinity shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from msixd.errors import InvalidCpuList
+
+# CONFIG_NR_CPUS is at most 8192 on every architecture today; a larger number
+# is a typo or an attack, not a CPU.
+MAX_CPUS = 8192
+
+
+def _cpu(text: str, whole: str) -> int:
+    if not text.isdigit() or not text.isascii():
+        raise InvalidCpuList(whole, f"{text!r} is not a CPU number")
+    cpu = int(text)
+    if cpu >= MAX_CPUS:
+        raise InvalidCpuList(whole, f"CPU {cpu} is beyond the largest possible CPU ({MAX_CPUS - 1})")
+    return cpu
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    """Parse a CPU list; the empty string is the empty set. Raises InvalidCpuList."""
+    whole = text
+    text = text.strip()
+    cpus: set[int] = set()
+    if not text:
+        return frozenset()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise InvalidCpuList(whole, "empty item")
+        span, _, stride = item.partition(":")
+        first_text, dash, last_text = span.partition("-")
+        first = _cpu(first_text, whole)
+        last = _cpu(last_text, whole) if dash else first
+        if last < first:
+            raise InvalidCpuList(whole, f"range {span!r} is reversed")
+        used, group = 1, 1
+        if stride:
+            used_text, slash, group_text = stride.partition("/")
+            if not slash or not used_text.isdigit() or not group_text.isdigit():
+                raise InvalidCpuList(whole, f"stride {stride!r} is not used/group")
+            used, group = int(used_text), int(group_text)
+            if used == 0 or group == 0 or used > group:
+                raise InvalidCpuList(whole, f"stride {stride!r} needs 0 < used <= group")
+        cpus.update(c for c in range(first, last + 1) if (c - first) % group < used)
+    return frozenset(cpus)
+
+
+def format_cpulist(cpus: Iterable[int]) -> str:
+    """Compact list, "0-3,8,10-11", as %*pbl prints it."""
+    ordered = sorted(set(cpus))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def parse_cpumask(text: str) -> frozenset[int]:
+    """Parse a hex mask with optional comma-separated 32-bit groups. Raises InvalidCpuList."""
+    whole = text
+    groups = text.strip().split(",")
+    value = 0
+    for group in groups:
+        if not group or len(group) > 8:
+            raise InvalidCpuList(whole, "each comma-separated group holds 1 to 8 hex digits")
+        try:
+            value = (value << 32) | int(group, 16)
+        except ValueError:
+            raise InvalidCpuList(whole, f"{group!r} is not hexadecimal") from None
+    if value.bit_length() > MAX_CPUS:
+        raise InvalidCpuList(whole, f"mask names CPUs beyond {MAX_CPUS - 1}")
+    return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)
+
+
+def format_cpumask(cpus: Iterable[int], nr_cpu_ids: int) -> str:
+    """Format as %*pb over nr_cpu_ids bits: "3" for {0,1} of 2, "ff,ffffffff" for 40."""
+    value = 0
+    for cpu in cpus:
+        if cpu >= nr_cpu_ids:
+            raise ValueError(f"CPU {cpu} is not below nr_cpu_ids {nr_cpu_ids}")
+        value |= 1 << cpu
+    digits = f"{value:0{(nr_cpu_ids + 3) // 4}x}"
+    head = len(digits) % 8 or 8
+    return ",".join([digits[:head]] + [digits[i : i + 8] for i in range(head, len(digits), 8)])

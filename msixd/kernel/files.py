@@ -1,0 +1,55 @@
+"""Small readers for kernel text files.
+
+sysfs and procfs files are read with one open and a read loop: inventories read
+tens of thousands of them, and the io module's layers cost more than the read.
+A file that is missing returns None: objects come and go under a reader (an IRQ
+freed between listing and reading is normal), and the caller decides.
+"""
+
+from __future__ import annotations
+
+import os
+
+_CHUNK = 65536
+
+
+def read_bytes(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        data = os.read(fd, _CHUNK)
+        if len(data) < _CHUNK:
+            return data
+        parts = [data]
+        while chunk := os.read(fd, _CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+    except (FileNotFoundError, ProcessLookupError):
+        return None  # the object was removed between open and read
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str) -> str | None:
+    """The file's text without its trailing newline, or None if it does not exist."""
+    data = read_bytes(path)
+    if data is None:
+        return None
+    return data.decode("utf-8", "replace").rstrip("\n")
+
+
+def read_link_name(path: str) -> str | None:
+    """Last component of a symbolic link's target (e.g. a driver name), or None."""
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:  # missing, or not a link
+        return None
+
+
+def list_dir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -1,0 +1,165 @@
+"""Linux IRQs behind MSI/MSI-X vectors: msi_irqs/, /sys/kernel/irq/N and /proc/irq/N."""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import stat
+from dataclasses import dataclass
+
+from msixd.errors import InvalidCpuList, KernelFormatError
+from msixd.kernel.cpulist import parse_cpulist
+from msixd.kernel.files import list_dir, read_text
+from msixd.kernel.pci import device_dir, pci_dev_id
+from msixd.kernel.roots import KernelRoots
+
+# Handler names vfio-pci gives its triggers: "vfio-msix[3](0000:00:09.0)".
+_VFIO_ACTION = re.compile(r"vfio-msix?\[(\d+)\]\(([0-9a-f:.]+)\)")
+# Chips of the global PCI MSI domain on kernels before per-device domains (6.1:
+# "IR-PCI-MSI" under interrupt remapping, "PCI-MSI" without). hwirq there is
+# pci_msi_domain_calc_hwirq(): (pci_domain_nr << 27) | (pci_dev_id << 11) | index.
+GLOBAL_MSI_CHIPS = frozenset({"PCI-MSI", "IR-PCI-MSI"})
+GLOBAL_HWIRQ_INDEX_MASK = 0x7FF
+
+
+def per_device_chip(chip: str, bdf: str) -> bool:
+    """Chip of a per-device MSI/MSI-X domain: "[<parent prefix>-]PCI-MSI[X]-<bdf>".
+
+    msi_create_device_irq_domain() names it "%s%s-%s" from the parent's prefix
+    ("IR-" for Intel/AMD remapping, "" without), the template chip name and the
+    device name.
+    """
+    return chip.endswith(f"-{bdf}") and ("PCI-MSIX-" in chip or "PCI-MSI-" in chip)
+
+
+def remapped_chip(chip: str) -> bool:
+    return chip.startswith("IR-")
+
+
+class IndexSource(enum.Enum):
+    ACTION = "action"
+    HWIRQ = "hwirq"
+    GLOBAL_HWIRQ = "global_hwirq"
+    ORDER = "order"
+
+
+def vector_index(bdf: str, chip: str, hwirq: int | None, actions: tuple[str, ...]) -> tuple[int, IndexSource] | None:
+    """The MSI-X table index of an IRQ, by the most robust rule that applies.
+
+    None when no rule applies; the caller then falls back to the IRQ's position.
+    """
+    for action in actions:
+        match = _VFIO_ACTION.fullmatch(action)
+        if match and match.group(2) == bdf:
+            return int(match.group(1)), IndexSource.ACTION
+    if hwirq is None:
+        return None
+    if per_device_chip(chip, bdf):
+        return hwirq, IndexSource.HWIRQ
+    if chip in GLOBAL_MSI_CHIPS and (hwirq >> 11) & 0xFFFF == pci_dev_id(bdf):
+        return hwirq & GLOBAL_HWIRQ_INDEX_MASK, IndexSource.GLOBAL_HWIRQ
+    return None
+
+
+def msi_irqs(roots: KernelRoots, bdf: str) -> dict[int, str]:
+    """IRQ number -> "msi" or "msix" for every entry of the device's msi_irqs/."""
+    base = f"{device_dir(roots, bdf)}/msi_irqs"
+    irqs: dict[int, str] = {}
+    for name in list_dir(base):
+        if not name.isdigit():
+            continue
+        mode = read_text(f"{base}/{name}")
+        if mode is not None:  # freed between listing and reading
+            irqs[int(name)] = mode
+    return dict(sorted(irqs.items()))
+
+
+@dataclass(frozen=True)
+class SysIrq:
+    """/sys/kernel/irq/<irq>/ (kernel/irq/irqdesc.c)."""
+
+    irq: int
+    chip_name: str
+    hwirq: int | None
+    actions: tuple[str, ...]
+    per_cpu_count: tuple[int, ...]
+    type: str
+
+    @property
+    def total_count(self) -> int:
+        return sum(self.per_cpu_count)
+
+
+def _counts(path: str, text: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise KernelFormatError(path, text, "expected comma-separated counts") from None
+
+
+def read_sys_irq(roots: KernelRoots, irq: int) -> SysIrq | None:
+    """None when the IRQ descriptor does not exist (freed, or never allocated)."""
+    base = f"{roots.sysfs}/kernel/irq/{irq}"
+    chip = read_text(f"{base}/chip_name")
+    if chip is None:
+        return None
+    hwirq = read_text(f"{base}/hwirq") or ""
+    actions = read_text(f"{base}/actions") or ""
+    counts = read_text(f"{base}/per_cpu_count") or ""
+    if hwirq and not hwirq.isdigit():
+        raise KernelFormatError(f"{base}/hwirq", hwirq, "expected a decimal number")
+    return SysIrq(
+        irq=irq,
+        chip_name=chip,
+        hwirq=int(hwirq) if hwirq else None,
+        actions=tuple(a for a in actions.split(",") if a),
+        per_cpu_count=_counts(f"{base}/per_cpu_count", counts),
+        type=read_text(f"{base}/type") or "",
+    )
+
+
+@dataclass(frozen=True)
+class ProcIrq:
+    """/proc/irq/<irq>/ (kernel/irq/proc.c). Exists once a handler was ever requested."""
+
+    irq: int
+    affinity: frozenset[int]
+    effective_affinity: frozenset[int]
+    node: int
+    settable: bool
+    reason: str  # why not settable; empty when settable
+
+
+def _cpus(path: str) -> frozenset[int]:
+    text = read_text(path)
+    if not text:
+        return frozenset()
+    try:
+        return parse_cpulist(text)
+    except InvalidCpuList as err:
+        raise KernelFormatError(path, text, err.reason) from None
+
+
+def read_proc_irq(roots: KernelRoots, irq: int) -> ProcIrq | None:
+    """None when /proc/irq/<irq> does not exist (no handler was ever requested)."""
+    base = f"{roots.procfs}/irq/{irq}"
+    try:
+        mode = os.stat(f"{base}/smp_affinity_list").st_mode
+    except FileNotFoundError:
+        return None
+    # Since 6.12 proc.c makes smp_affinity(_list) 0444 when !irq_can_set_affinity_usr()
+    # (managed, per-CPU or no-balancing IRQs, or a chip without irq_set_affinity).
+    # Older kernels show 0644 for those too and refuse the write with EIO.
+    settable = bool(mode & stat.S_IWUSR)
+    node = read_text(f"{base}/node") or "-1"
+    return ProcIrq(
+        irq=irq,
+        affinity=_cpus(f"{base}/smp_affinity_list"),
+        effective_affinity=_cpus(f"{base}/effective_affinity_list"),
+        node=int(node) if node.lstrip("-").isdigit() else -1,
+        settable=settable,
+        reason="" if settable else "the kernel manages this IRQ's affinity (smp_affinity_list is read-only)",
+    )

@@ -1,0 +1,1 @@
+"""The gRPC transport: thin servicers over the service layer."""

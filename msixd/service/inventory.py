@@ -1,0 +1,265 @@
+"""Read-only use cases: the host's MSI/MSI-X devices, their vectors and irq domains."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from msixd import __version__
+from msixd.errors import DeviceNotFound, KernelFormatError
+from msixd.kernel import debugfs, irq, pci, system
+from msixd.kernel.irq import IndexSource
+from msixd.kernel.pci import MsixProbe
+from msixd.kernel.roots import KernelRoots
+from msixd.kernel.system import Feature, State
+from msixd.service.model import (
+    Device,
+    Domain,
+    DomainRef,
+    DomainScheme,
+    DomainSource,
+    Features,
+    IrqMode,
+    Status,
+    Vector,
+)
+
+log = structlog.get_logger(__name__)
+
+# VFIO dynamic MSI-X ("vfio/pci: Clear VFIO_IRQ_INFO_NORESIZE for MSI-X") landed in 6.5.
+DYNAMIC_MSIX_SINCE = (6, 5)
+# The IOMMU device a PCI function's `iommu` link names, and the irq remapping
+# domain its driver creates: intel/irq_remapping.c "INTEL-IR-%d" per DMAR unit,
+# amd/iommu.c "AMD-IR-%d" per IVHD.
+_IR_DOMAIN_OF_IOMMU = ((re.compile(r"dmar(\d+)"), "INTEL-IR-{}"), (re.compile(r"ivhd(\d+)"), "AMD-IR-{}"))
+
+
+def _irq_mode(modes: Iterable[str]) -> IrqMode:
+    seen = set(modes)
+    if "msix" in seen:
+        return IrqMode.MSIX
+    if "msi" in seen:
+        return IrqMode.MSI
+    return IrqMode.NONE
+
+
+def _release_version(release: str) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+class Inventory:
+    """What the kernel says about MSI/MSI-X right now; nothing is cached."""
+
+    def __init__(self, roots: KernelRoots, clock: Callable[[], float] = time.monotonic) -> None:
+        self._roots = roots
+        self._clock = clock
+        self._started = clock()
+
+    # Devices
+
+    def list_devices(self, all_devices: bool = False, include_vectors: bool = False) -> list[Device]:
+        devices = []
+        for bdf in pci.list_bdfs(self._roots):
+            try:
+                device = self._device(bdf, include_vectors)
+            except DeviceNotFound:
+                log.debug("device vanished during listing", bdf=bdf)
+                continue
+            except KernelFormatError as err:
+                log.warning("device skipped: unreadable sysfs entry", bdf=bdf, error=str(err))
+                continue
+            if all_devices or device.pci.msix_probe is not MsixProbe.ABSENT:
+                devices.append(device)
+        return devices
+
+    def get_device(self, bdf: str) -> Device:
+        """bdf in any accepted form ("00:09.0" too). Raises InvalidBdf, DeviceNotFound."""
+        return self._device(pci.parse_bdf(bdf), include_vectors=True)
+
+    def _device(self, bdf: str, include_vectors: bool) -> Device:
+        pci_device = pci.read_device(self._roots, bdf)
+        irqs = irq.msi_irqs(self._roots, bdf)
+        vectors: tuple[Vector, ...] = ()
+        chip = ""
+        if include_vectors:
+            vectors = self._vectors(bdf, irqs)
+            chip = vectors[0].chip if vectors else ""
+        else:
+            for number in irqs:
+                sys_irq = irq.read_sys_irq(self._roots, number)
+                if sys_irq is not None:
+                    chip = sys_irq.chip_name
+                    break
+        return Device(
+            pci=pci_device,
+            irq_mode=_irq_mode(irqs.values()),
+            vectors_allocated=len(irqs),
+            domain=self._domain_ref(bdf, chip, next(iter(irqs), None)),
+            vectors=vectors,
+        )
+
+    def _vectors(self, bdf: str, irqs: dict[int, str]) -> tuple[Vector, ...]:
+        with_debugfs = debugfs.available(self._roots)
+        vectors = []
+        for position, number in enumerate(irqs):
+            try:
+                vector = self._vector(bdf, position, number, with_debugfs)
+            except KernelFormatError as err:
+                log.warning("vector skipped: unreadable irq entry", bdf=bdf, irq=number, error=str(err))
+                continue
+            if vector is not None:
+                vectors.append(vector)
+        return tuple(sorted(vectors, key=lambda v: (v.index, v.irq)))
+
+    def _vector(self, bdf: str, position: int, number: int, with_debugfs: bool) -> Vector | None:
+        sys_irq = irq.read_sys_irq(self._roots, number)
+        if sys_irq is None:
+            log.debug("irq freed during listing", bdf=bdf, irq=number)
+            return None
+        proc_irq = irq.read_proc_irq(self._roots, number)
+        index, source = irq.vector_index(bdf, sys_irq.chip_name, sys_irq.hwirq, sys_irq.actions) or (
+            position,
+            IndexSource.ORDER,
+        )
+        if proc_irq is None:
+            settable, reason = False, f"no handler was ever requested on IRQ {number} (no /proc/irq/{number})"
+        else:
+            settable, reason = proc_irq.settable, proc_irq.reason
+        if settable and with_debugfs:
+            info = debugfs.read_irq(self._roots, number)
+            if info is not None and info.managed:
+                settable, reason = False, "the kernel manages this IRQ's affinity (IRQD_AFFINITY_MANAGED)"
+        return Vector(
+            index=index,
+            index_source=source,
+            irq=number,
+            chip=sys_irq.chip_name,
+            hwirq=sys_irq.hwirq,
+            actions=sys_irq.actions,
+            type=sys_irq.type,
+            affinity=proc_irq.affinity if proc_irq else frozenset(),
+            effective_affinity=proc_irq.effective_affinity if proc_irq else frozenset(),
+            affinity_settable=settable,
+            affinity_reason=reason,
+            node=proc_irq.node if proc_irq else -1,
+            per_cpu_count=sys_irq.per_cpu_count,
+        )
+
+    # Domains
+
+    def _domain_ref(self, bdf: str, chip: str, first_irq: int | None) -> DomainRef | None:
+        if not chip or first_irq is None:
+            return None
+        scheme = DomainScheme.PER_DEVICE if irq.per_device_chip(chip, bdf) else DomainScheme.GLOBAL
+        info = debugfs.read_irq(self._roots, first_irq)
+        if info is not None and info.chain:
+            return DomainRef(info.chain[0][0], scheme, irq.remapped_chip(chip), DomainSource.DEBUGFS)
+        # Without debugfs the domain is named after its irq chip: for per-device
+        # domains the chip carries the domain's name (msi_create_device_irq_domain).
+        return DomainRef(chip, scheme, irq.remapped_chip(chip), DomainSource.INFERRED)
+
+    def _inferred_parents(self, device: Device) -> tuple[str, ...]:
+        assert device.domain is not None
+        chip = device.domain.name
+        if not (chip.startswith("PCI-MSI") or chip.startswith("IR-PCI-MSI")):
+            return ()  # not an x86 PCI MSI chip: no rule to apply
+        parents = []
+        if device.domain.remapped:
+            for pattern, name in _IR_DOMAIN_OF_IOMMU:
+                match = pattern.fullmatch(device.pci.iommu or "")
+                if match:
+                    parents.append(name.format(match.group(1)))
+        parents.append("VECTOR")
+        return tuple(parents)
+
+    def list_domains(self) -> list[Domain]:
+        devices = [d for d in self.list_devices(all_devices=True) if d.domain is not None]
+        domains: dict[str, Domain] = {}
+        for device in devices:
+            ref = device.domain
+            assert ref is not None
+            if ref.source is DomainSource.DEBUGFS:
+                info = debugfs.read_irq(self._roots, next(iter(irq.msi_irqs(self._roots, device.pci.bdf)), -1))
+                parents = tuple(link[0] for link in info.chain[1:]) if info else ()
+            else:
+                parents = self._inferred_parents(device)
+            known = domains.get(ref.name)
+            if known is not None:  # a global domain shared by several devices
+                domains[ref.name] = replace(
+                    known, bdfs=known.bdfs + (device.pci.bdf,), mapped=known.mapped + device.vectors_allocated
+                )
+                continue
+            msix = device.pci.msix
+            per_device_msix = ref.scheme is DomainScheme.PER_DEVICE and device.irq_mode is IrqMode.MSIX
+            domains[ref.name] = Domain(
+                name=ref.name,
+                scheme=ref.scheme,
+                source=ref.source,
+                remapped=ref.remapped,
+                bdfs=(device.pci.bdf,),
+                size=msix.table_size if msix and per_device_msix else 0,
+                mapped=device.vectors_allocated,
+                parents=parents,
+            )
+        for name, domain in domains.items():
+            if domain.source is DomainSource.DEBUGFS:
+                info = debugfs.read_domain(self._roots, name)
+                if info is not None:
+                    domains[name] = replace(domain, size=info.size, mapped=info.mapped)
+        return sorted(domains.values(), key=lambda d: d.name)
+
+    # Status
+
+    def status(self) -> Status:
+        release = system.kernel_release(self._roots)
+        chips = [d.domain for d in self.list_devices(all_devices=True) if d.domain is not None]
+        return Status(
+            daemon_version=__version__,
+            kernel_release=release,
+            features=Features(
+                vfio=system.vfio(self._roots),
+                vfio_pci=system.vfio_pci(self._roots),
+                iommu_groups=system.iommu_groups(self._roots),
+                interrupt_remapping=self._interrupt_remapping(chips),
+                per_device_msi_domains=self._per_device_domains(chips),
+                dynamic_msix=self._dynamic_msix(release),
+                debugfs_irq=system.debugfs_irq(self._roots),
+                vfio_noiommu=system.vfio_noiommu(self._roots),
+            ),
+            cpus=system.read_cpus(self._roots),
+            uptime_seconds=self._clock() - self._started,
+        )
+
+    @staticmethod
+    def _interrupt_remapping(domains: list[DomainRef]) -> Feature:
+        if not domains:
+            return Feature(State.UNKNOWN, "no device has MSI/MSI-X vectors to tell by")
+        remapped = [d.name for d in domains if d.remapped]
+        if remapped:
+            return Feature(State.PRESENT, f"MSI vectors use remapping chips (e.g. {remapped[0]})")
+        return Feature(State.ABSENT, f"no MSI vector uses an IR- chip (e.g. {domains[0].name})")
+
+    @staticmethod
+    def _per_device_domains(domains: list[DomainRef]) -> Feature:
+        per_device = [d.name for d in domains if d.scheme is DomainScheme.PER_DEVICE]
+        if per_device:
+            return Feature(State.PRESENT, f"{len(per_device)} devices have their own MSI domain (e.g. {per_device[0]})")
+        if domains:
+            return Feature(State.ABSENT, f"MSI vectors share the global domain of chip {domains[0].name}")
+        return Feature(State.UNKNOWN, "no device has MSI/MSI-X vectors to tell by")
+
+    @staticmethod
+    def _dynamic_msix(release: str) -> Feature:
+        version = _release_version(release)
+        if version is not None and version < DYNAMIC_MSIX_SINCE:
+            return Feature(State.ABSENT, f"Linux {release} predates VFIO dynamic MSI-X (6.5)")
+        return Feature(
+            State.UNKNOWN,
+            "decided per device: VFIO clears VFIO_IRQ_INFO_NORESIZE when the device's MSI parent "
+            "domain can allocate vectors dynamically; known once a device is opened through VFIO",
+        )

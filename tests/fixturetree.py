@@ -1,0 +1,27 @@
+"""Materialise a captured fixture tree (see tests/capture.py) for a test.
+
+Git drops file modes, so the tree is copied into a temporary directory and the
+modes recorded in its MODES manifest are put back.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture_names() -> list[str]:
+    return sorted(p.name for p in FIXTURES.iterdir() if (p / "MODES").is_file())
+
+
+def materialise(name: str, dest: Path) -> Path:
+    """Copy fixture `name` to dest/name with its recorded file modes; return the copy."""
+    src = FIXTURES / name
+    tree = dest / name
+    shutil.copytree(src, tree, symlinks=True)
+    for line in (src / "MODES").read_text().splitlines():
+        mode, rel = line.split(" ", 1)
+        (tree / rel).chmod(int(mode, 8))
+    return tree
