@@ -43,3 +43,25 @@ class KernelFormatError(MsixdError):
         self.path = path
         self.text = text
         self.reason = reason
+
+
+class FailedPrecondition(MsixdError):
+    """The request is well formed, but the system is not in a state that allows it."""
+
+
+class VectorNotFound(MsixdError):
+    def __init__(self, bdf: str, vector: int) -> None:
+        super().__init__(f"{bdf} has no MSI-X vector {vector}")
+        self.bdf = bdf
+        self.vector = vector
+
+
+class GroupHeld(MsixdError):
+    """Another process has the device's VFIO group open."""
+
+    def __init__(self, bdf: str, group: int, holders: list[tuple[int, str]]) -> None:
+        who = ", ".join(f"pid {pid} ({command})" for pid, command in holders) or "an unknown process"
+        super().__init__(f"{bdf}: VFIO group {group} is held by {who}")
+        self.bdf = bdf
+        self.group = group
+        self.holders = holders

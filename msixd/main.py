@@ -16,9 +16,10 @@ from msixd.errors import MsixdError
 from msixd.kernel.roots import KernelRoots
 from msixd.rpc.server import create_server, set_serving
 from msixd.rpc.servicer import MsixServicer
-from msixd.service.inventory import Inventory
+from msixd.service.services import Services
 
 DEFAULT_SOCKET = "/run/msixd/msixd.sock"
+DEFAULT_STATE_DIR = "/var/lib/msixd"
 log = structlog.get_logger("msixd")
 
 
@@ -32,6 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=Path(os.environ.get("MSIXD_SOCKET", DEFAULT_SOCKET)),
         help=f"Unix socket to serve on (env MSIXD_SOCKET; default {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("MSIXD_STATE_DIR", DEFAULT_STATE_DIR)),
+        help=f"where the desired state is kept across restarts (env MSIXD_STATE_DIR; default {DEFAULT_STATE_DIR})",
     )
     parser.add_argument(
         "--root",
@@ -58,7 +65,9 @@ def roots_from(args: argparse.Namespace) -> KernelRoots:
 
 def run(args: argparse.Namespace, stop: threading.Event) -> None:
     roots = roots_from(args)
-    server, health = create_server(MsixServicer(Inventory(roots)), args.socket)
+    services = Services.build(roots, args.state_dir / "state.json")
+    server, health = create_server(MsixServicer(services), args.socket)
+    services.owner.restore()
     server.start()
     set_serving(health, True)
     log.info("serving", socket=str(args.socket), version=__version__, sysfs=str(roots.sysfs))
@@ -66,6 +75,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> None:
     log.info("stopping")
     set_serving(health, False)
     server.stop(grace=5).wait()
+    services.owner.close_all()
     args.socket.unlink(missing_ok=True)
     log.info("stopped")
 

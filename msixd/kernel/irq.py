@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import re
 import stat
 from dataclasses import dataclass
 
-from msixd.errors import InvalidCpuList, KernelFormatError
+from msixd.errors import InvalidCpuList, KernelFormatError, MsixdError
 from msixd.kernel.cpulist import parse_cpulist
 from msixd.kernel.files import list_dir, read_text
 from msixd.kernel.pci import device_dir, pci_dev_id
@@ -163,3 +164,42 @@ def read_proc_irq(roots: KernelRoots, irq: int) -> ProcIrq | None:
         settable=settable,
         reason="" if settable else "the kernel manages this IRQ's affinity (smp_affinity_list is read-only)",
     )
+
+
+class AffinityRefused(MsixdError):
+    """The kernel will not move this IRQ (EIO before 6.12, EPERM since; or 0444)."""
+
+    def __init__(self, irq: int, reason: str) -> None:
+        super().__init__(f"IRQ {irq}: the kernel refuses to move it: {reason}")
+        self.irq = irq
+        self.reason = reason
+
+
+class AffinityRejected(MsixdError):
+    """The kernel rejected this CPU set for the IRQ (EINVAL, ENOSPC...)."""
+
+    def __init__(self, irq: int, cpus: str, reason: str) -> None:
+        super().__init__(f"IRQ {irq}: the kernel rejected CPUs {cpus}: {reason}")
+        self.irq = irq
+        self.reason = reason
+
+
+def write_affinity(roots: KernelRoots, irq: int, cpulist: str) -> None:
+    """Write /proc/irq/<irq>/smp_affinity_list (kernel/irq/proc.c write_irq_affinity)."""
+    path = f"{roots.procfs}/irq/{irq}/smp_affinity_list"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AffinityRefused(irq, f"{path} does not exist: no handler was ever requested") from None
+    if not mode & stat.S_IWUSR:
+        raise AffinityRefused(irq, "its affinity is managed by the kernel (smp_affinity_list is read-only)")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, cpulist.encode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        if err.errno in (errno.EIO, errno.EPERM):
+            raise AffinityRefused(irq, f"{os.strerror(err.errno)} (managed, per-CPU or no-balancing IRQ)") from err
+        raise AffinityRejected(irq, cpulist, os.strerror(err.errno)) from err

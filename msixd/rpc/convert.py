@@ -6,7 +6,11 @@ from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.kernel.irq import IndexSource
 from msixd.kernel.pci import MsixProbe
 from msixd.kernel.system import Cpus, Feature, State
+from msixd.service.binding import Bound, Released
 from msixd.service.model import Device, Domain, DomainRef, DomainScheme, DomainSource, IrqMode, Status, Vector
+from msixd.service.owner import ResizePath
+from msixd.service.placement import Placed, PlannedPlacement
+from msixd.service.watch import Sample
 
 FEATURE_STATE = {
     State.PRESENT: pb.FEATURE_STATE_PRESENT,
@@ -21,6 +25,13 @@ MSIX_PROBE = {
 IRQ_MODE = {IrqMode.NONE: pb.IRQ_MODE_NONE, IrqMode.MSI: pb.IRQ_MODE_MSI, IrqMode.MSIX: pb.IRQ_MODE_MSIX}
 DOMAIN_SCHEME = {DomainScheme.PER_DEVICE: pb.DOMAIN_SCHEME_PER_DEVICE, DomainScheme.GLOBAL: pb.DOMAIN_SCHEME_GLOBAL}
 DOMAIN_SOURCE = {DomainSource.DEBUGFS: pb.DOMAIN_SOURCE_DEBUGFS, DomainSource.INFERRED: pb.DOMAIN_SOURCE_INFERRED}
+RESIZE_PATH = {
+    ResizePath.ENABLE: pb.RESIZE_PATH_ENABLE,
+    ResizePath.DYNAMIC: pb.RESIZE_PATH_DYNAMIC,
+    ResizePath.REENABLE: pb.RESIZE_PATH_REENABLE,
+    ResizePath.SHRINK: pb.RESIZE_PATH_SHRINK,
+    ResizePath.UNCHANGED: pb.RESIZE_PATH_UNCHANGED,
+}
 INDEX_SOURCE = {
     IndexSource.ACTION: pb.INDEX_SOURCE_ACTION,
     IndexSource.HWIRQ: pb.INDEX_SOURCE_HWIRQ,
@@ -80,6 +91,7 @@ def vector(value: Vector) -> pb.Vector:
         node=value.node,
         total_count=value.total_count,
         per_cpu_count=value.per_cpu_count,
+        eventfd_count=value.eventfd_count,
     )
 
 
@@ -105,6 +117,15 @@ def device(value: Device) -> pb.Device:
         message.msix.CopyFrom(pb.MsixCapability(**dev.msix.__dict__))
     if value.domain is not None:
         message.domain.CopyFrom(domain_ref(value.domain))
+    if value.ownership is not None:
+        message.ownership.CopyFrom(
+            pb.Ownership(
+                owned=True,
+                dynamic_msix=value.ownership.dynamic_msix,
+                vectors_enabled=value.ownership.vectors_enabled,
+                iommu_group=value.ownership.iommu_group,
+            )
+        )
     return message
 
 
@@ -118,4 +139,63 @@ def domain(value: Domain) -> pb.Domain:
         size=value.size,
         mapped=value.mapped,
         parents=value.parents,
+    )
+
+
+def bound(value: Bound) -> pb.BindResponse:
+    return pb.BindResponse(
+        bdf=value.bdf,
+        previous_driver=value.previous_driver or "",
+        driver=value.driver or "",
+        iommu_group=value.iommu_group,
+        unchanged=value.unchanged,
+    )
+
+
+def released(value: Released) -> pb.ReleaseResponse:
+    return pb.ReleaseResponse(bdf=value.bdf, driver=value.driver or "", vectors_released=value.vectors_released)
+
+
+def enabled(path: ResizePath, before: int, value: Device) -> pb.EnableResponse:
+    return pb.EnableResponse(path=RESIZE_PATH[path], vectors_before=before, device=device(value))
+
+
+def placed(bdf: str, value: Placed) -> pb.SetAffinityResponse:
+    return pb.SetAffinityResponse(
+        bdf=bdf,
+        vector=value.vector,
+        irq=value.irq,
+        affinity=sorted(value.affinity),
+        effective_affinity=sorted(value.effective_affinity),
+    )
+
+
+def spread(cpus: frozenset[int], plan: list[PlannedPlacement], dry_run: bool) -> pb.SpreadResponse:
+    return pb.SpreadResponse(
+        cpus=sorted(cpus),
+        dry_run=dry_run,
+        placements=[
+            pb.Placement(
+                vector=p.vector, irq=p.irq, cpu=p.cpu, effective_affinity=sorted(p.effective_affinity), error=p.error
+            )
+            for p in plan
+        ],
+    )
+
+
+def sample(value: Sample) -> pb.WatchSample:
+    return pb.WatchSample(
+        bdf=value.bdf,
+        time=value.time,
+        vectors=[
+            pb.VectorSample(
+                vector=v.vector,
+                irq=v.irq,
+                total=v.total,
+                rate=v.rate,
+                source=pb.COUNT_SOURCE_EVENTFD if v.from_eventfd else pb.COUNT_SOURCE_PER_CPU_COUNT,
+                per_cpu_count=v.per_cpu_count,
+            )
+            for v in value.vectors
+        ],
     )

@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import grpc
 
-from msixd.errors import DeviceNotFound, InvalidArgument, KernelFormatError, MsixdError
+from msixd.errors import (
+    DeviceNotFound,
+    FailedPrecondition,
+    GroupHeld,
+    InvalidArgument,
+    KernelFormatError,
+    MsixdError,
+    VectorNotFound,
+)
+from msixd.kernel.irq import AffinityRefused, AffinityRejected
+from msixd.kernel.pcibind import BindError
+from msixd.kernel.vfio import PartialAllocation, VfioBusy, VfioError, VfioNoDevice
 
 STATUS_CODES: dict[type[MsixdError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     DeviceNotFound: grpc.StatusCode.NOT_FOUND,
+    VectorNotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    GroupHeld: grpc.StatusCode.UNAVAILABLE,
+    AffinityRefused: grpc.StatusCode.FAILED_PRECONDITION,
+    AffinityRejected: grpc.StatusCode.FAILED_PRECONDITION,
+    BindError: grpc.StatusCode.FAILED_PRECONDITION,
+    PartialAllocation: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    VfioBusy: grpc.StatusCode.UNAVAILABLE,
+    VfioNoDevice: grpc.StatusCode.NOT_FOUND,
+    VfioError: grpc.StatusCode.FAILED_PRECONDITION,
     KernelFormatError: grpc.StatusCode.INTERNAL,
 }
 

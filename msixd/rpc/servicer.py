@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -15,59 +16,133 @@ from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.errors import MsixdError
 from msixd.rpc import convert
 from msixd.rpc.errors import status_code
-from msixd.service.inventory import Inventory
+from msixd.service.services import Services
 
 log = structlog.get_logger(__name__)
+audit = structlog.get_logger("msixd.audit")
 _request_ids = itertools.count(1)
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
-def rpc(handler: Handler) -> Handler:
+@contextmanager
+def _request(name: str, request: Any, context: grpc.ServicerContext) -> Iterator[None]:
     """Bind request fields to the log context and turn errors into gRPC statuses, once.
 
     Expected errors (MsixdError) are logged as warnings with their code; anything
     else is a bug, logged with its traceback and reported as INTERNAL without it.
     """
+    fields = {"rpc": name, "peer": context.peer(), "request_id": next(_request_ids)}
+    if getattr(request, "bdf", ""):
+        fields["bdf"] = request.bdf
+    with structlog.contextvars.bound_contextvars(**fields):
+        try:
+            yield
+            return
+        except MsixdError as err:
+            code = status_code(err)
+            log.warning("request failed", code=code.name, error=str(err))
+            message = str(err)
+        except Exception as err:  # noqa: BLE001 - the daemon must outlive any request
+            code = grpc.StatusCode.INTERNAL
+            log.exception("request crashed")
+            message = f"internal error ({type(err).__name__}); see the msixd log"
+        context.abort(code, message)
 
+
+def rpc(handler: Handler) -> Handler:
     @functools.wraps(handler)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        fields = {"rpc": handler.__name__, "peer": context.peer(), "request_id": next(_request_ids)}
-        if getattr(request, "bdf", ""):
-            fields["bdf"] = request.bdf
-        with structlog.contextvars.bound_contextvars(**fields):
-            try:
-                return handler(self, request, context)
-            except MsixdError as err:
-                code = status_code(err)
-                log.warning("request failed", code=code.name, error=str(err))
-                message = str(err)
-            except Exception as err:  # noqa: BLE001 - the daemon must outlive any request
-                code = grpc.StatusCode.INTERNAL
-                log.exception("request crashed")
-                message = f"internal error ({type(err).__name__}); see the msixd log"
-            context.abort(code, message)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        with _request(handler.__name__, request, context):
+            return handler(self, request, context)
 
-    return wrapper  # type: ignore[return-value]
+    return unary  # type: ignore[return-value]
+
+
+def rpc_stream(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        with _request(handler.__name__, request, context):
+            yield from handler(self, request, context)
+
+    return streaming  # type: ignore[return-value]
 
 
 class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
-    def __init__(self, inventory: Inventory) -> None:
-        self._inventory = inventory
+    def __init__(self, services: Services) -> None:
+        self._s = services
+
+    # Reading
 
     @rpc
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.Status:
-        return convert.status(self._inventory.status())
+        return convert.status(self._s.inventory.status())
 
     @rpc
     def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> pb.ListDevicesResponse:
-        devices = self._inventory.list_devices(request.all_devices, request.include_vectors)
+        devices = self._s.inventory.list_devices(request.all_devices, request.include_vectors)
         return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])
 
     @rpc
     def GetDevice(self, request: pb.GetDeviceRequest, context: grpc.ServicerContext) -> pb.Device:
-        return convert.device(self._inventory.get_device(request.bdf))
+        return convert.device(self._s.inventory.get_device(request.bdf))
 
     @rpc
     def ListDomains(self, request: pb.ListDomainsRequest, context: grpc.ServicerContext) -> pb.ListDomainsResponse:
-        return pb.ListDomainsResponse(domains=[convert.domain(d) for d in self._inventory.list_domains()])
+        return pb.ListDomainsResponse(domains=[convert.domain(d) for d in self._s.inventory.list_domains()])
+
+    @rpc_stream
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchSample]:
+        interval = (request.interval_ms or 1000) / 1000
+        for sample in self._s.watcher.stream(request.bdf, interval, request.count, context.is_active):
+            yield convert.sample(sample)
+
+    # Changing (each change leaves one audit line)
+
+    @rpc
+    def Bind(self, request: pb.BindRequest, context: grpc.ServicerContext) -> pb.BindResponse:
+        result = self._s.binding.bind(request.bdf)
+        audit.info("bind", previous_driver=result.previous_driver, driver=result.driver, unchanged=result.unchanged)
+        return convert.bound(result)
+
+    @rpc
+    def Release(self, request: pb.ReleaseRequest, context: grpc.ServicerContext) -> pb.ReleaseResponse:
+        result = self._s.binding.release(request.bdf)
+        audit.info("release", driver=result.driver, vectors_released=result.vectors_released)
+        return convert.released(result)
+
+    @rpc
+    def Enable(self, request: pb.EnableRequest, context: grpc.ServicerContext) -> pb.EnableResponse:
+        bdf = request.bdf
+        path, before = self._s.owner.enable(bdf, request.vectors)
+        audit.info("enable", vectors=request.vectors, vectors_before=before, path=path.value)
+        return convert.enabled(path, before, self._s.inventory.get_device(bdf))
+
+    @rpc
+    def Disable(self, request: pb.DisableRequest, context: grpc.ServicerContext) -> pb.DisableResponse:
+        bdf = request.bdf
+        vector = request.vector if request.HasField("vector") else None
+        released = self._s.owner.disable(bdf, vector)
+        audit.info("disable", vector=vector, released=released)
+        return pb.DisableResponse(released=released, device=convert.device(self._s.inventory.get_device(bdf)))
+
+    @rpc
+    def SetAffinity(self, request: pb.SetAffinityRequest, context: grpc.ServicerContext) -> pb.SetAffinityResponse:
+        bdf = request.bdf
+        placed = self._s.placement.set_affinity(bdf, request.vector, request.cpus, request.force)
+        audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
+                   effective=sorted(placed.effective_affinity))
+        return convert.placed(bdf, placed)
+
+    @rpc
+    def Spread(self, request: pb.SpreadRequest, context: grpc.ServicerContext) -> pb.SpreadResponse:
+        cpus, plan = self._s.placement.spread(request.bdf, request.cpus, request.dry_run, request.force)
+        if not request.dry_run:
+            audit.info("spread", cpus=sorted(cpus), placements={p.vector: p.cpu for p in plan if not p.error})
+        return convert.spread(cpus, plan, request.dry_run)
+
+    @rpc
+    def Trigger(self, request: pb.TriggerRequest, context: grpc.ServicerContext) -> pb.TriggerResponse:
+        count = self._s.owner.trigger(request.bdf, request.vector)
+        audit.info("trigger", vector=request.vector)
+        return pb.TriggerResponse(eventfd_count=count)

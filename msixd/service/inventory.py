@@ -16,6 +16,7 @@ from msixd.kernel.irq import IndexSource
 from msixd.kernel.pci import MsixProbe
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.system import Feature, State
+from msixd.service.owner import Owner
 from msixd.service.model import (
     Device,
     Domain,
@@ -24,6 +25,7 @@ from msixd.service.model import (
     DomainSource,
     Features,
     IrqMode,
+    Ownership,
     Status,
     Vector,
 )
@@ -55,8 +57,11 @@ def _release_version(release: str) -> tuple[int, int] | None:
 class Inventory:
     """What the kernel says about MSI/MSI-X right now; nothing is cached."""
 
-    def __init__(self, roots: KernelRoots, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, roots: KernelRoots, owner: Owner | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._roots = roots
+        self._owner = owner
         self._clock = clock
         self._started = clock()
 
@@ -95,12 +100,20 @@ class Inventory:
                 if sys_irq is not None:
                     chip = sys_irq.chip_name
                     break
+        ownership = None
+        owned = self._owner.owned(bdf) if self._owner else None
+        if owned is not None:
+            assert self._owner is not None
+            counts = self._owner.counts(bdf)
+            vectors = tuple(replace(v, eventfd_count=counts.get(v.index, 0)) for v in vectors)
+            ownership = Ownership(owned.dynamic, len(counts), owned.group)
         return Device(
             pci=pci_device,
             irq_mode=_irq_mode(irqs.values()),
             vectors_allocated=len(irqs),
             domain=self._domain_ref(bdf, chip, next(iter(irqs), None)),
             vectors=vectors,
+            ownership=ownership,
         )
 
     def _vectors(self, bdf: str, irqs: dict[int, str]) -> tuple[Vector, ...]:
@@ -217,7 +230,8 @@ class Inventory:
 
     def status(self) -> Status:
         release = system.kernel_release(self._roots)
-        chips = [d.domain for d in self.list_devices(all_devices=True) if d.domain is not None]
+        devices = self.list_devices(all_devices=True)
+        chips = [d.domain for d in devices if d.domain is not None]
         return Status(
             daemon_version=__version__,
             kernel_release=release,
@@ -227,7 +241,7 @@ class Inventory:
                 iommu_groups=system.iommu_groups(self._roots),
                 interrupt_remapping=self._interrupt_remapping(chips),
                 per_device_msi_domains=self._per_device_domains(chips),
-                dynamic_msix=self._dynamic_msix(release),
+                dynamic_msix=self._dynamic_msix(release, devices),
                 debugfs_irq=system.debugfs_irq(self._roots),
                 vfio_noiommu=system.vfio_noiommu(self._roots),
             ),
@@ -253,8 +267,13 @@ class Inventory:
             return Feature(State.ABSENT, f"MSI vectors share the global domain of chip {domains[0].name}")
         return Feature(State.UNKNOWN, "no device has MSI/MSI-X vectors to tell by")
 
-    @staticmethod
-    def _dynamic_msix(release: str) -> Feature:
+    def _dynamic_msix(self, release: str, devices: list[Device]) -> Feature:
+        owned = [d for d in devices if d.ownership is not None]
+        if owned:
+            dynamic = [d.pci.bdf for d in owned if d.ownership and d.ownership.dynamic_msix]
+            if dynamic:
+                return Feature(State.PRESENT, f"VFIO_IRQ_INFO_NORESIZE is clear for {', '.join(dynamic)}")
+            return Feature(State.ABSENT, f"VFIO_IRQ_INFO_NORESIZE is set for {owned[0].pci.bdf}")
         version = _release_version(release)
         if version is not None and version < DYNAMIC_MSIX_SINCE:
             return Feature(State.ABSENT, f"Linux {release} predates VFIO dynamic MSI-X (6.5)")

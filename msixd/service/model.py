@@ -49,10 +49,18 @@ class Vector:
     affinity_reason: str
     node: int
     per_cpu_count: tuple[int, ...]
+    eventfd_count: int = 0
 
     @property
     def total_count(self) -> int:
         return sum(self.per_cpu_count)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    dynamic_msix: bool
+    vectors_enabled: int
+    iommu_group: int
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Device:
     vectors_allocated: int
     domain: DomainRef | None
     vectors: tuple[Vector, ...] = ()
+    ownership: Ownership | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from msixd.kernel.roots import KernelRoots
 from msixd.rpc.server import SERVICE_NAME, SocketInUse, create_server, prepare_socket, set_serving
 from msixd.rpc.servicer import MsixServicer
 from msixd.service.inventory import Inventory
+from msixd.service.services import Services
 
 
 @pytest.fixture
@@ -27,7 +28,8 @@ def socket_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def channel(host_roots: KernelRoots, socket_path: Path) -> Iterator[grpc.Channel]:
-    server, health = create_server(MsixServicer(Inventory(host_roots)), socket_path)
+    services = Services.build(host_roots, socket_path.parent / "state.json")
+    server, health = create_server(MsixServicer(services), socket_path)
     server.start()
     set_serving(health, True)
     with grpc.insecure_channel(f"unix:{socket_path}") as channel:

@@ -47,6 +47,21 @@ class IndexSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_SOURCE_HWIRQ: _ClassVar[IndexSource]
     INDEX_SOURCE_GLOBAL_HWIRQ: _ClassVar[IndexSource]
     INDEX_SOURCE_ORDER: _ClassVar[IndexSource]
+
+class ResizePath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESIZE_PATH_UNSPECIFIED: _ClassVar[ResizePath]
+    RESIZE_PATH_ENABLE: _ClassVar[ResizePath]
+    RESIZE_PATH_DYNAMIC: _ClassVar[ResizePath]
+    RESIZE_PATH_REENABLE: _ClassVar[ResizePath]
+    RESIZE_PATH_SHRINK: _ClassVar[ResizePath]
+    RESIZE_PATH_UNCHANGED: _ClassVar[ResizePath]
+
+class CountSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COUNT_SOURCE_UNSPECIFIED: _ClassVar[CountSource]
+    COUNT_SOURCE_EVENTFD: _ClassVar[CountSource]
+    COUNT_SOURCE_PER_CPU_COUNT: _ClassVar[CountSource]
 FEATURE_STATE_UNSPECIFIED: FeatureState
 FEATURE_STATE_PRESENT: FeatureState
 FEATURE_STATE_ABSENT: FeatureState
@@ -70,6 +85,15 @@ INDEX_SOURCE_ACTION: IndexSource
 INDEX_SOURCE_HWIRQ: IndexSource
 INDEX_SOURCE_GLOBAL_HWIRQ: IndexSource
 INDEX_SOURCE_ORDER: IndexSource
+RESIZE_PATH_UNSPECIFIED: ResizePath
+RESIZE_PATH_ENABLE: ResizePath
+RESIZE_PATH_DYNAMIC: ResizePath
+RESIZE_PATH_REENABLE: ResizePath
+RESIZE_PATH_SHRINK: ResizePath
+RESIZE_PATH_UNCHANGED: ResizePath
+COUNT_SOURCE_UNSPECIFIED: CountSource
+COUNT_SOURCE_EVENTFD: CountSource
+COUNT_SOURCE_PER_CPU_COUNT: CountSource
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -182,7 +206,7 @@ class DomainRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., scheme: _Optional[_Union[DomainScheme, str]] = ..., remapped: _Optional[bool] = ..., source: _Optional[_Union[DomainSource, str]] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("bdf", "vendor_id", "device_id", "class_code", "subsystem_vendor_id", "subsystem_device_id", "driver", "iommu_group", "numa_node", "local_cpus", "msix_probe", "msix", "irq_mode", "vectors_allocated", "domain", "vectors")
+    __slots__ = ("bdf", "vendor_id", "device_id", "class_code", "subsystem_vendor_id", "subsystem_device_id", "driver", "iommu_group", "numa_node", "local_cpus", "msix_probe", "msix", "irq_mode", "vectors_allocated", "domain", "vectors", "ownership")
     BDF_FIELD_NUMBER: _ClassVar[int]
     VENDOR_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +223,7 @@ class Device(_message.Message):
     VECTORS_ALLOCATED_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    OWNERSHIP_FIELD_NUMBER: _ClassVar[int]
     bdf: str
     vendor_id: int
     device_id: int
@@ -215,10 +240,23 @@ class Device(_message.Message):
     vectors_allocated: int
     domain: DomainRef
     vectors: _containers.RepeatedCompositeFieldContainer[Vector]
-    def __init__(self, bdf: _Optional[str] = ..., vendor_id: _Optional[int] = ..., device_id: _Optional[int] = ..., class_code: _Optional[int] = ..., subsystem_vendor_id: _Optional[int] = ..., subsystem_device_id: _Optional[int] = ..., driver: _Optional[str] = ..., iommu_group: _Optional[int] = ..., numa_node: _Optional[int] = ..., local_cpus: _Optional[_Iterable[int]] = ..., msix_probe: _Optional[_Union[MsixProbe, str]] = ..., msix: _Optional[_Union[MsixCapability, _Mapping]] = ..., irq_mode: _Optional[_Union[IrqMode, str]] = ..., vectors_allocated: _Optional[int] = ..., domain: _Optional[_Union[DomainRef, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ...) -> None: ...
+    ownership: Ownership
+    def __init__(self, bdf: _Optional[str] = ..., vendor_id: _Optional[int] = ..., device_id: _Optional[int] = ..., class_code: _Optional[int] = ..., subsystem_vendor_id: _Optional[int] = ..., subsystem_device_id: _Optional[int] = ..., driver: _Optional[str] = ..., iommu_group: _Optional[int] = ..., numa_node: _Optional[int] = ..., local_cpus: _Optional[_Iterable[int]] = ..., msix_probe: _Optional[_Union[MsixProbe, str]] = ..., msix: _Optional[_Union[MsixCapability, _Mapping]] = ..., irq_mode: _Optional[_Union[IrqMode, str]] = ..., vectors_allocated: _Optional[int] = ..., domain: _Optional[_Union[DomainRef, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., ownership: _Optional[_Union[Ownership, _Mapping]] = ...) -> None: ...
+
+class Ownership(_message.Message):
+    __slots__ = ("owned", "dynamic_msix", "vectors_enabled", "iommu_group")
+    OWNED_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_MSIX_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    IOMMU_GROUP_FIELD_NUMBER: _ClassVar[int]
+    owned: bool
+    dynamic_msix: bool
+    vectors_enabled: int
+    iommu_group: int
+    def __init__(self, owned: _Optional[bool] = ..., dynamic_msix: _Optional[bool] = ..., vectors_enabled: _Optional[int] = ..., iommu_group: _Optional[int] = ...) -> None: ...
 
 class Vector(_message.Message):
-    __slots__ = ("index", "index_source", "irq", "chip", "hwirq", "actions", "type", "affinity", "effective_affinity", "affinity_settable", "affinity_reason", "node", "total_count", "per_cpu_count")
+    __slots__ = ("index", "index_source", "irq", "chip", "hwirq", "actions", "type", "affinity", "effective_affinity", "affinity_settable", "affinity_reason", "node", "total_count", "per_cpu_count", "eventfd_count")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     INDEX_SOURCE_FIELD_NUMBER: _ClassVar[int]
     IRQ_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +271,7 @@ class Vector(_message.Message):
     NODE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     PER_CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EVENTFD_COUNT_FIELD_NUMBER: _ClassVar[int]
     index: int
     index_source: IndexSource
     irq: int
@@ -247,7 +286,8 @@ class Vector(_message.Message):
     node: int
     total_count: int
     per_cpu_count: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, index: _Optional[int] = ..., index_source: _Optional[_Union[IndexSource, str]] = ..., irq: _Optional[int] = ..., chip: _Optional[str] = ..., hwirq: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ..., affinity_settable: _Optional[bool] = ..., affinity_reason: _Optional[str] = ..., node: _Optional[int] = ..., total_count: _Optional[int] = ..., per_cpu_count: _Optional[_Iterable[int]] = ...) -> None: ...
+    eventfd_count: int
+    def __init__(self, index: _Optional[int] = ..., index_source: _Optional[_Union[IndexSource, str]] = ..., irq: _Optional[int] = ..., chip: _Optional[str] = ..., hwirq: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ..., affinity_settable: _Optional[bool] = ..., affinity_reason: _Optional[str] = ..., node: _Optional[int] = ..., total_count: _Optional[int] = ..., per_cpu_count: _Optional[_Iterable[int]] = ..., eventfd_count: _Optional[int] = ...) -> None: ...
 
 class ListDomainsRequest(_message.Message):
     __slots__ = ()
@@ -278,3 +318,185 @@ class ListDomainsResponse(_message.Message):
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
     domains: _containers.RepeatedCompositeFieldContainer[Domain]
     def __init__(self, domains: _Optional[_Iterable[_Union[Domain, _Mapping]]] = ...) -> None: ...
+
+class BindRequest(_message.Message):
+    __slots__ = ("bdf",)
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    def __init__(self, bdf: _Optional[str] = ...) -> None: ...
+
+class BindResponse(_message.Message):
+    __slots__ = ("bdf", "previous_driver", "driver", "iommu_group", "unchanged")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_DRIVER_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    IOMMU_GROUP_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    previous_driver: str
+    driver: str
+    iommu_group: int
+    unchanged: bool
+    def __init__(self, bdf: _Optional[str] = ..., previous_driver: _Optional[str] = ..., driver: _Optional[str] = ..., iommu_group: _Optional[int] = ..., unchanged: _Optional[bool] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("bdf",)
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    def __init__(self, bdf: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("bdf", "driver", "vectors_released")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    driver: str
+    vectors_released: int
+    def __init__(self, bdf: _Optional[str] = ..., driver: _Optional[str] = ..., vectors_released: _Optional[int] = ...) -> None: ...
+
+class EnableRequest(_message.Message):
+    __slots__ = ("bdf", "vectors")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vectors: int
+    def __init__(self, bdf: _Optional[str] = ..., vectors: _Optional[int] = ...) -> None: ...
+
+class EnableResponse(_message.Message):
+    __slots__ = ("path", "vectors_before", "device")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    path: ResizePath
+    vectors_before: int
+    device: Device
+    def __init__(self, path: _Optional[_Union[ResizePath, str]] = ..., vectors_before: _Optional[int] = ..., device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
+
+class DisableRequest(_message.Message):
+    __slots__ = ("bdf", "vector")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vector: int
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ...) -> None: ...
+
+class DisableResponse(_message.Message):
+    __slots__ = ("released", "device")
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    released: _containers.RepeatedScalarFieldContainer[int]
+    device: Device
+    def __init__(self, released: _Optional[_Iterable[int]] = ..., device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
+
+class SetAffinityRequest(_message.Message):
+    __slots__ = ("bdf", "vector", "cpus", "force")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vector: int
+    cpus: str
+    force: bool
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., cpus: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class SetAffinityResponse(_message.Message):
+    __slots__ = ("bdf", "vector", "irq", "affinity", "effective_affinity")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    IRQ_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vector: int
+    irq: int
+    affinity: _containers.RepeatedScalarFieldContainer[int]
+    effective_affinity: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., irq: _Optional[int] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SpreadRequest(_message.Message):
+    __slots__ = ("bdf", "cpus", "dry_run", "force")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    cpus: str
+    dry_run: bool
+    force: bool
+    def __init__(self, bdf: _Optional[str] = ..., cpus: _Optional[str] = ..., dry_run: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class Placement(_message.Message):
+    __slots__ = ("vector", "irq", "cpu", "effective_affinity", "error")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    IRQ_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    vector: int
+    irq: int
+    cpu: int
+    effective_affinity: _containers.RepeatedScalarFieldContainer[int]
+    error: str
+    def __init__(self, vector: _Optional[int] = ..., irq: _Optional[int] = ..., cpu: _Optional[int] = ..., effective_affinity: _Optional[_Iterable[int]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SpreadResponse(_message.Message):
+    __slots__ = ("placements", "dry_run", "cpus")
+    PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    placements: _containers.RepeatedCompositeFieldContainer[Placement]
+    dry_run: bool
+    cpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, placements: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ..., dry_run: _Optional[bool] = ..., cpus: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TriggerRequest(_message.Message):
+    __slots__ = ("bdf", "vector")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vector: int
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ...) -> None: ...
+
+class TriggerResponse(_message.Message):
+    __slots__ = ("eventfd_count",)
+    EVENTFD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    eventfd_count: int
+    def __init__(self, eventfd_count: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("bdf", "interval_ms", "count")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    interval_ms: int
+    count: int
+    def __init__(self, bdf: _Optional[str] = ..., interval_ms: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class VectorSample(_message.Message):
+    __slots__ = ("vector", "irq", "total", "rate", "source", "per_cpu_count")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    IRQ_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PER_CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    vector: int
+    irq: int
+    total: int
+    rate: float
+    source: CountSource
+    per_cpu_count: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, vector: _Optional[int] = ..., irq: _Optional[int] = ..., total: _Optional[int] = ..., rate: _Optional[float] = ..., source: _Optional[_Union[CountSource, str]] = ..., per_cpu_count: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class WatchSample(_message.Message):
+    __slots__ = ("bdf", "time", "vectors")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    time: float
+    vectors: _containers.RepeatedCompositeFieldContainer[VectorSample]
+    def __init__(self, bdf: _Optional[str] = ..., time: _Optional[float] = ..., vectors: _Optional[_Iterable[_Union[VectorSample, _Mapping]]] = ...) -> None: ...

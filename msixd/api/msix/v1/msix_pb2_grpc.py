@@ -54,6 +54,46 @@ class MsixServiceStub:
                 request_serializer=msix_dot_v1_dot_msix__pb2.ListDomainsRequest.SerializeToString,
                 response_deserializer=msix_dot_v1_dot_msix__pb2.ListDomainsResponse.FromString,
                 _registered_method=True)
+        self.Bind = channel.unary_unary(
+                '/msix.v1.MsixService/Bind',
+                request_serializer=msix_dot_v1_dot_msix__pb2.BindRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.BindResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/msix.v1.MsixService/Release',
+                request_serializer=msix_dot_v1_dot_msix__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
+        self.Enable = channel.unary_unary(
+                '/msix.v1.MsixService/Enable',
+                request_serializer=msix_dot_v1_dot_msix__pb2.EnableRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.EnableResponse.FromString,
+                _registered_method=True)
+        self.Disable = channel.unary_unary(
+                '/msix.v1.MsixService/Disable',
+                request_serializer=msix_dot_v1_dot_msix__pb2.DisableRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.DisableResponse.FromString,
+                _registered_method=True)
+        self.SetAffinity = channel.unary_unary(
+                '/msix.v1.MsixService/SetAffinity',
+                request_serializer=msix_dot_v1_dot_msix__pb2.SetAffinityRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.SetAffinityResponse.FromString,
+                _registered_method=True)
+        self.Spread = channel.unary_unary(
+                '/msix.v1.MsixService/Spread',
+                request_serializer=msix_dot_v1_dot_msix__pb2.SpreadRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.SpreadResponse.FromString,
+                _registered_method=True)
+        self.Trigger = channel.unary_unary(
+                '/msix.v1.MsixService/Trigger',
+                request_serializer=msix_dot_v1_dot_msix__pb2.TriggerRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.TriggerResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/msix.v1.MsixService/Watch',
+                request_serializer=msix_dot_v1_dot_msix__pb2.WatchRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.WatchSample.FromString,
+                _registered_method=True)
 
 
 class MsixServiceServicer:
@@ -88,6 +128,67 @@ class MsixServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Bind(self, request, context):
+        """Hand a device to vfio-pci (driver_override, unbind, drivers_probe).
+        FAILED_PRECONDITION while other devices of its IOMMU group are bound to
+        host drivers (they are named).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Disable what msixd enabled on the device and give it back to the driver
+        it had before Bind.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Enable(self, request, context):
+        """Own the device through VFIO and make it have exactly `vectors` MSI-X
+        vectors, each with an eventfd. Run again to resize. UNAVAILABLE when
+        another process holds the VFIO group (it is named).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disable(self, request, context):
+        """Release one vector, or all of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAffinity(self, request, context):
+        """Place one MSI-X vector of any device on CPUs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Spread(self, request, context):
+        """Place a device's vectors one per CPU, round-robin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Trigger(self, request, context):
+        """Loopback interrupt on a vector msixd owns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Interrupt counts and rates of a device's vectors, every interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MsixServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +211,46 @@ def add_MsixServiceServicer_to_server(servicer, server):
                     servicer.ListDomains,
                     request_deserializer=msix_dot_v1_dot_msix__pb2.ListDomainsRequest.FromString,
                     response_serializer=msix_dot_v1_dot_msix__pb2.ListDomainsResponse.SerializeToString,
+            ),
+            'Bind': grpc.unary_unary_rpc_method_handler(
+                    servicer.Bind,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.BindRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.BindResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.ReleaseRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'Enable': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enable,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.EnableRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.EnableResponse.SerializeToString,
+            ),
+            'Disable': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disable,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.DisableRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.DisableResponse.SerializeToString,
+            ),
+            'SetAffinity': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAffinity,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.SetAffinityRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.SetAffinityResponse.SerializeToString,
+            ),
+            'Spread': grpc.unary_unary_rpc_method_handler(
+                    servicer.Spread,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.SpreadRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.SpreadResponse.SerializeToString,
+            ),
+            'Trigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.Trigger,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.TriggerRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.TriggerResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.WatchRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.WatchSample.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +361,222 @@ class MsixService:
             '/msix.v1.MsixService/ListDomains',
             msix_dot_v1_dot_msix__pb2.ListDomainsRequest.SerializeToString,
             msix_dot_v1_dot_msix__pb2.ListDomainsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Bind(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/Bind',
+            msix_dot_v1_dot_msix__pb2.BindRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.BindResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/Release',
+            msix_dot_v1_dot_msix__pb2.ReleaseRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Enable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/Enable',
+            msix_dot_v1_dot_msix__pb2.EnableRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.EnableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/Disable',
+            msix_dot_v1_dot_msix__pb2.DisableRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.DisableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAffinity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/SetAffinity',
+            msix_dot_v1_dot_msix__pb2.SetAffinityRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.SetAffinityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Spread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/Spread',
+            msix_dot_v1_dot_msix__pb2.SpreadRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.SpreadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Trigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/Trigger',
+            msix_dot_v1_dot_msix__pb2.TriggerRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.TriggerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/msix.v1.MsixService/Watch',
+            msix_dot_v1_dot_msix__pb2.WatchRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.WatchSample.FromString,
             options,
             channel_credentials,
             insecure,

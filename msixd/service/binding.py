@@ -1,0 +1,83 @@
+"""Handing devices to vfio-pci and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from msixd.errors import FailedPrecondition
+from msixd.kernel import pcibind, pci
+from msixd.kernel.roots import KernelRoots
+from msixd.service.owner import Owner
+
+log = structlog.get_logger(__name__)
+# Drivers that may stay bound beside vfio-pci in a group: they claim no DMA
+# ownership (vfio.rst: bridges are fine).
+HARMLESS_DRIVERS = frozenset({"vfio-pci", "pcieport", "pci-stub"})
+
+
+@dataclass(frozen=True)
+class Bound:
+    bdf: str
+    previous_driver: str | None
+    driver: str | None
+    iommu_group: int
+    unchanged: bool
+
+
+@dataclass(frozen=True)
+class Released:
+    bdf: str
+    driver: str | None
+    vectors_released: int
+
+
+class Binding:
+    def __init__(self, roots: KernelRoots, owner: Owner) -> None:
+        self._roots = roots
+        self._owner = owner
+
+    def bind(self, bdf: str) -> Bound:
+        bdf = pci.parse_bdf(bdf)
+        device = pci.read_device(self._roots, bdf)
+        if device.iommu_group is None:
+            raise FailedPrecondition(
+                f"{bdf} has no IOMMU group: VFIO needs an active IOMMU (intel_iommu=on or amd_iommu=on)"
+            )
+        if device.driver == pcibind.VFIO_PCI:
+            return Bound(bdf, device.driver, device.driver, device.iommu_group, unchanged=True)
+        others = {
+            member: pcibind.driver_of(self._roots, member)
+            for member in pcibind.group_members(self._roots, device.iommu_group)
+            if member != bdf
+        }
+        busy = {m: d for m, d in others.items() if d is not None and d not in HARMLESS_DRIVERS}
+        if busy:
+            named = ", ".join(f"{m} ({d})" for m, d in sorted(busy.items()))
+            raise FailedPrecondition(
+                f"IOMMU group {device.iommu_group} of {bdf} also holds devices bound to host drivers: {named}; "
+                "bind or unbind them first"
+            )
+        self._owner.remember_driver(bdf, device.driver)
+        now = pcibind.bind_driver(self._roots, bdf, pcibind.VFIO_PCI)
+        if now != pcibind.VFIO_PCI:
+            raise FailedPrecondition(
+                f"vfio-pci did not take {bdf} (driver now: {now or 'none'}); is the module loaded? (modprobe vfio-pci)"
+            )
+        log.info("bound to vfio-pci", bdf=bdf, previous_driver=device.driver, group=device.iommu_group)
+        return Bound(bdf, device.driver, now, device.iommu_group, unchanged=False)
+
+    def release(self, bdf: str) -> Released:
+        bdf = pci.parse_bdf(bdf)
+        pci.read_device(self._roots, bdf)  # DeviceNotFound first
+        released = len(self._owner.disable(bdf)) if self._owner.owned(bdf) else 0
+        state = self._owner.forget_device(bdf)
+        previous = state.previous_driver if state else None
+        if pcibind.driver_of(self._roots, bdf) != pcibind.VFIO_PCI:
+            return Released(bdf, pcibind.driver_of(self._roots, bdf), released)
+        driver = pcibind.bind_driver(self._roots, bdf, "")
+        if previous and driver != previous:
+            log.warning("device did not return to its driver", bdf=bdf, expected=previous, driver=driver)
+        log.info("released", bdf=bdf, driver=driver, vectors=released)
+        return Released(bdf, driver, released)

@@ -1,0 +1,121 @@
+"""Placing MSI-X vectors on CPUs through /proc/irq/<irq>/smp_affinity_list.
+
+Works for every MSI-X vector the kernel lets user space move, owned or not.
+Following TuneD's irq plugin: verify after writing (effective_affinity is read
+back), and report an IRQ the kernel will not move as such instead of retrying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from msixd.errors import FailedPrecondition, InvalidArgument, VectorNotFound
+from msixd.kernel import irq as kirq
+from msixd.kernel import system
+from msixd.kernel.cpulist import format_cpulist, parse_cpulist
+from msixd.kernel.roots import KernelRoots
+from msixd.service.inventory import Inventory
+from msixd.service.model import Vector
+from msixd.service.owner import Owner
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Placed:
+    vector: int
+    irq: int
+    affinity: frozenset[int]
+    effective_affinity: frozenset[int]
+
+
+@dataclass(frozen=True)
+class PlannedPlacement:
+    vector: int
+    irq: int
+    cpu: int
+    effective_affinity: frozenset[int] = frozenset()
+    error: str = ""
+
+
+class Placement:
+    def __init__(self, roots: KernelRoots, inventory: Inventory, owner: Owner) -> None:
+        self._roots = roots
+        self._inventory = inventory
+        self._owner = owner
+
+    def _check_cpus(self, cpus: frozenset[int], force: bool) -> None:
+        topology = system.read_cpus(self._roots)
+        if not cpus:
+            raise InvalidArgument("the CPU list is empty")
+        offline = cpus - topology.online
+        if offline:
+            raise InvalidArgument(
+                f"CPU {format_cpulist(offline)} {'is' if len(offline) == 1 else 'are'} not online "
+                f"(online: {format_cpulist(topology.online)})"
+            )
+        reserved = cpus & (topology.isolated | topology.nohz_full)
+        if reserved and not force:
+            raise FailedPrecondition(
+                f"CPU {format_cpulist(reserved)} {'is' if len(reserved) == 1 else 'are'} isolated or nohz_full; "
+                "interrupts there disturb the isolated workload (use --force to place it anyway)"
+            )
+
+    def set_affinity(self, bdf: str, vector: int, cpus_text: str, force: bool = False) -> Placed:
+        cpus = parse_cpulist(cpus_text)
+        self._check_cpus(cpus, force)
+        device = self._inventory.get_device(bdf)
+        target = next((v for v in device.vectors if v.index == vector), None)
+        if target is None:
+            raise VectorNotFound(device.pci.bdf, vector)
+        return self._place(device.pci.bdf, target, cpus)
+
+    def _place(self, bdf: str, vector: Vector, cpus: frozenset[int]) -> Placed:
+        if not vector.affinity_settable:
+            raise kirq.AffinityRefused(vector.irq, vector.affinity_reason)
+        kirq.write_affinity(self._roots, vector.irq, format_cpulist(cpus))
+        after = kirq.read_proc_irq(self._roots, vector.irq)
+        placed = Placed(
+            vector=vector.index,
+            irq=vector.irq,
+            affinity=after.affinity if after else cpus,
+            effective_affinity=after.effective_affinity if after else frozenset(),
+        )
+        self._owner.remember_affinity(bdf, vector.index, cpus)
+        log.info("affinity set", bdf=bdf, vector=vector.index, irq=vector.irq, cpus=format_cpulist(cpus),
+                 effective=format_cpulist(placed.effective_affinity))
+        return placed
+
+    def spread(self, bdf: str, cpus_text: str = "", dry_run: bool = False, force: bool = False) -> tuple[frozenset[int], list[PlannedPlacement]]:
+        """One vector per CPU, round-robin by MSI-X index over the chosen CPUs."""
+        device = self._inventory.get_device(bdf)
+        topology = system.read_cpus(self._roots)
+        if cpus_text:
+            cpus = parse_cpulist(cpus_text)
+            self._check_cpus(cpus, force)
+        else:
+            local = device.pci.local_cpus or topology.online
+            cpus = (local & topology.online) - topology.isolated - topology.nohz_full
+            if not cpus:
+                raise FailedPrecondition(
+                    f"{device.pci.bdf}'s local CPUs ({format_cpulist(local)}) are all offline, isolated or "
+                    "nohz_full: name CPUs with --cpus"
+                )
+        order = sorted(cpus)
+        movable = [v for v in device.vectors if v.affinity_settable]
+        if not movable:
+            raise FailedPrecondition(f"{device.pci.bdf} has no vector whose affinity the kernel lets user space set")
+        plan = []
+        for position, vector in enumerate(movable):
+            cpu = order[position % len(order)]
+            if dry_run:
+                plan.append(PlannedPlacement(vector.index, vector.irq, cpu))
+                continue
+            try:
+                placed = self._place(device.pci.bdf, vector, frozenset({cpu}))
+                plan.append(PlannedPlacement(vector.index, vector.irq, cpu, placed.effective_affinity))
+            except (kirq.AffinityRefused, kirq.AffinityRejected) as err:
+                plan.append(PlannedPlacement(vector.index, vector.irq, cpu, error=str(err)))
+        return cpus, plan
