@@ -194,7 +194,7 @@ def write_affinity(roots: KernelRoots, irq: int, cpulist: str) -> None:
     if not mode & stat.S_IWUSR:
         raise AffinityRefused(irq, "its affinity is managed by the kernel (smp_affinity_list is read-only)")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, cpulist.encode())
         finally:

@@ -27,7 +27,7 @@ class BindError(MsixdError):
 
 def _write(path: str, text: str, bdf: str, action: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, text.encode())
         finally:
