@@ -43,11 +43,19 @@ class ResizePath(enum.Enum):
 
 
 @dataclass
+class OpenGroup:
+    """A VFIO group and its container, shared by the group's devices msixd owns."""
+
+    group: int
+    group_fd: int
+    container_fd: int
+    users: set[str] = field(default_factory=set)
+
+
+@dataclass
 class OwnedDevice:
     bdf: str
     group: int
-    container_fd: int
-    group_fd: int
     device_fd: int
     table_size: int
     dynamic: bool
@@ -80,6 +88,7 @@ class Owner:
         self._store = store
         self._vfio = vfio
         self._devices: dict[str, OwnedDevice] = {}
+        self._groups: dict[int, OpenGroup] = {}
         self._desired: dict[str, DeviceState] = store.load()
         self._lock = threading.Lock()
 
@@ -107,6 +116,38 @@ class Owner:
 
     # Opening and closing
 
+    def _open_group(self, bdf: str, group: int) -> OpenGroup:
+        """The group's open files, opening them on first use (one open per group: the kernel allows no more)."""
+        opened = self._groups.get(group)
+        if opened is not None:
+            return opened
+        vfio = self._vfio
+        dev = str(self._roots.dev)
+        try:
+            group_fd = vfio.open_group(dev, group)
+        except VfioBusy as err:
+            holders = procs.holders(self._roots, f"/dev/vfio/{group}")
+            raise GroupHeld(bdf, group, [(h.pid, h.command) for h in holders]) from err
+        fds = [group_fd]
+        try:
+            if not vfio.group_get_status(group_fd) & kvfio.VFIO_GROUP_FLAGS_VIABLE:
+                raise FailedPrecondition(
+                    f"VFIO group {group} of {bdf} is not viable: every device in it must be bound to vfio-pci "
+                    "or unbound"
+                )
+            container_fd = vfio.open_container(dev)
+            fds.append(container_fd)
+            if not vfio.check_extension(container_fd, kvfio.VFIO_TYPE1v2_IOMMU):
+                raise FailedPrecondition("the VFIO container does not support the type1v2 IOMMU")
+            vfio.group_set_container(group_fd, container_fd)
+            vfio.set_iommu(container_fd, kvfio.VFIO_TYPE1v2_IOMMU)
+        except BaseException:
+            for fd in reversed(fds):
+                vfio.close(fd)
+            raise
+        opened = self._groups[group] = OpenGroup(group, group_fd, container_fd)
+        return opened
+
     def _open(self, bdf: str) -> OwnedDevice:
         device = pci.read_device(self._roots, bdf)
         if device.driver != "vfio-pci":
@@ -115,67 +156,63 @@ class Owner:
             )
         if device.iommu_group is None:
             raise FailedPrecondition(f"{bdf} has no IOMMU group: VFIO needs an active IOMMU (e.g. intel_iommu=on)")
+        group = self._open_group(bdf, device.iommu_group)
         vfio = self._vfio
-        dev = str(self._roots.dev)
         try:
-            group_fd = vfio.open_group(dev, device.iommu_group)
-        except VfioBusy as err:
-            holders = procs.holders(self._roots, f"/dev/vfio/{device.iommu_group}")
-            raise GroupHeld(bdf, device.iommu_group, [(h.pid, h.command) for h in holders]) from err
-        fds = [group_fd]
-        try:
-            if not vfio.group_get_status(group_fd) & kvfio.VFIO_GROUP_FLAGS_VIABLE:
-                raise FailedPrecondition(
-                    f"VFIO group {device.iommu_group} of {bdf} is not viable: every device in it must be bound "
-                    "to vfio-pci or unbound"
-                )
-            container_fd = vfio.open_container(dev)
-            fds.append(container_fd)
-            if not vfio.check_extension(container_fd, kvfio.VFIO_TYPE1v2_IOMMU):
-                raise FailedPrecondition("the VFIO container does not support the type1v2 IOMMU")
-            vfio.group_set_container(group_fd, container_fd)
-            vfio.set_iommu(container_fd, kvfio.VFIO_TYPE1v2_IOMMU)
-            device_fd = vfio.group_get_device_fd(group_fd, bdf)
-            fds.append(device_fd)
-            info = vfio.device_get_irq_info(device_fd, kvfio.VFIO_PCI_MSIX_IRQ_INDEX)
+            device_fd = vfio.group_get_device_fd(group.group_fd, bdf)
         except BaseException:
-            for fd in reversed(fds):
-                vfio.close(fd)
+            self._release_group(group)
             raise
-        if info.count == 0:
-            for fd in reversed(fds):
-                vfio.close(fd)
-            raise FailedPrecondition(f"{bdf} has no MSI-X capability")
-        log.info("device opened", bdf=bdf, group=device.iommu_group, table_size=info.count, dynamic=not info.noresize)
-        return OwnedDevice(
-            bdf=bdf,
-            group=device.iommu_group,
-            container_fd=container_fd,
-            group_fd=group_fd,
-            device_fd=device_fd,
-            table_size=info.count,
-            dynamic=not info.noresize,
-        )
+        group.users.add(bdf)
+        owned = OwnedDevice(bdf=bdf, group=group.group, device_fd=device_fd, table_size=0, dynamic=False)
+        try:
+            info = vfio.device_get_irq_info(device_fd, kvfio.VFIO_PCI_MSIX_IRQ_INDEX)
+            if info.count == 0:
+                raise FailedPrecondition(f"{bdf} has no MSI-X capability")
+        except BaseException:
+            self._close(owned)
+            raise
+        owned.table_size, owned.dynamic = info.count, not info.noresize
+        log.info("device opened", bdf=bdf, group=group.group, table_size=info.count, dynamic=owned.dynamic)
+        return owned
+
+    def _release_group(self, group: OpenGroup) -> None:
+        if not group.users:
+            self._vfio.close(group.group_fd)
+            self._vfio.close(group.container_fd)
+            del self._groups[group.group]
 
     def _close(self, device: OwnedDevice) -> None:
-        """Close the device fd (the kernel disables MSI-X on release), eventfds, group, container."""
+        """Close the device fd (the kernel disables MSI-X on release), its eventfds, and its group when unused."""
         for fd in device.eventfds.values():
             self._vfio.close(fd)
         device.eventfds.clear()
-        for fd in (device.device_fd, device.group_fd, device.container_fd):
-            self._vfio.close(fd)
+        self._vfio.close(device.device_fd)
+        group = self._groups[device.group]
+        group.users.discard(device.bdf)
+        self._release_group(group)
 
     @contextmanager
     def _device(self, bdf: str, open_it: bool) -> Iterator[OwnedDevice]:
+        """The owned device, locked; with open_it, opened first if need be, and closed
+        again if the request that opened it fails before any vector is enabled."""
         bdf = pci.parse_bdf(bdf)
         with self._lock:
             device = self._devices.get(bdf)
+            fresh = device is None
             if device is None:
                 if not open_it:
                     raise FailedPrecondition(f"msixd does not own {bdf}: run `msixctl enable {bdf} --vectors N` first")
                 device = self._devices[bdf] = self._open(bdf)
         with device.lock:
-            yield device
+            try:
+                yield device
+            except BaseException:
+                if fresh and not device.eventfds:
+                    with self._lock:
+                        self._devices.pop(bdf, None)
+                        self._close(device)
+                raise
 
     # Vectors
 
@@ -198,9 +235,9 @@ class Owner:
                 released = sorted(device.eventfds)
                 self._drain(device)
                 self._vfio.msix_disable(device.device_fd)
-                self._close(device)
                 with self._lock:
                     del self._devices[device.bdf]
+                    self._close(device)
                 self._forget(device.bdf)
                 log.info("device released", bdf=device.bdf, vectors=len(released))
                 return released
@@ -366,10 +403,11 @@ class Owner:
         with self._lock:
             devices = list(self._devices.values())
             self._devices.clear()
-        for device in devices:
-            with device.lock:
-                try:
-                    self._vfio.msix_disable(device.device_fd)
-                except VfioError as err:
-                    log.warning("disable at shutdown failed", bdf=device.bdf, error=str(err))
-                self._close(device)
+            for device in devices:
+                with device.lock:
+                    if device.allocated:
+                        try:
+                            self._vfio.msix_disable(device.device_fd)
+                        except VfioError as err:
+                            log.warning("disable at shutdown failed", bdf=device.bdf, error=str(err))
+                    self._close(device)

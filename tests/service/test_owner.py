@@ -142,3 +142,27 @@ def test_corrupt_state_is_moved_aside(tmp_path: Path) -> None:
     assert not path.exists()
     assert [p.name.split(".corrupt-")[0] for p in tmp_path.iterdir()] == ["state.json"]
     assert os.listdir(tmp_path)[0].startswith("state.json.corrupt-")
+
+
+def test_a_failed_first_enable_leaves_nothing_owned(roots: KernelRoots, tmp_path: Path) -> None:
+    owner, fake = make_owner(roots, tmp_path, table_size=5)
+    with pytest.raises(InvalidArgument):
+        owner.enable(BDF, 9)
+    assert owner.owned(BDF) is None and fake.open_fds == 0 and not fake.open_groups
+    assert BDF not in owner.desired()
+
+
+def test_two_functions_of_one_group_share_its_files(roots: KernelRoots, tmp_path: Path) -> None:
+    other = "0000:00:04.0"
+    device = roots.sysfs / "bus/pci/devices" / other
+    (device / "driver").unlink()
+    (device / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
+    (device / "iommu_group").symlink_to("../../../kernel/iommu_groups/7")
+    fake = FakeVfio({BDF: FakeDevice(table_size=8, dynamic=True), other: FakeDevice(table_size=8, dynamic=True)})
+    owner = Owner(roots, StateStore(tmp_path / "state.json"), vfio=fake)  # type: ignore[arg-type]
+    owner.enable(BDF, 2)
+    owner.enable(other, 3)  # the group is open already: no EBUSY from ourselves
+    owner.disable(BDF)
+    assert fake.open_groups == {7}, "still in use by the other function"
+    owner.disable(other)
+    assert fake.open_groups == set() and fake.open_fds == 0
