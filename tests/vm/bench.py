@@ -1,0 +1,186 @@
+"""Boot a stock Debian kernel under QEMU (virtme-ng) and run vm tests inside it.
+
+The guest boots on the host's own root file system, read-only, so it sees this
+checkout and its virtual environment. The only way out is a directory shared
+read-write (vng --rwdir /mnt=<host tmp dir>): the guest script writes its exit
+status, the kernel release, its uptime when tests start, and one JSON line per
+test there. vng's own exit status means nothing in console mode (255 even on
+success) and is not used.
+
+Guest topology (shared/real-kernel-bench.md): 2 CPUs, 2 GiB; an Intel IOMMU
+with interrupt remapping, listed before the devices it covers; an e1000e (5
+MSI-X vectors, can raise real interrupts), an nvme with a 64-entry MSI-X table,
+and a virtio-net-pci with 6 vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("MSIXD_BENCH_CACHE", "/opt/msixd-bench"))
+KERNELS = ("6.1", "6.12")
+GUEST_TIMEOUT = float(os.environ.get("MSIXD_BENCH_TIMEOUT", "900"))
+GUEST_OUT = "/mnt"  # must exist on the host too: vng binds the host dir there
+
+
+def selected_kernels() -> list[str]:
+    wanted = os.environ.get("MSIXD_BENCH_KERNELS", ",".join(KERNELS))
+    return [k.strip() for k in wanted.split(",") if k.strip()]
+
+
+def kernel_images() -> dict[str, Path]:
+    """kernels.env written by tests/vm/setup.sh: KERNEL_6_1=/path/vmlinuz-..."""
+    images = {}
+    env = CACHE / "kernels.env"
+    if env.is_file():
+        for line in env.read_text().splitlines():
+            name, _, path = line.partition("=")
+            images[name.removeprefix("KERNEL_").replace("_", ".")] = Path(path)
+    return images
+
+
+def vng_binary() -> str | None:
+    local = Path(sys.executable).parent / "vng"
+    return str(local) if local.exists() else shutil.which("vng")
+
+
+def why_not_runnable() -> str:
+    """Empty when guests can boot here; otherwise the one-line reason."""
+    if sys.platform != "linux":
+        return "not Linux"
+    if os.geteuid() != 0:
+        return "not root (the guest's devices and /lib/modules need it; run sudo tests/run)"
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed (run tests/vm/setup.sh)"
+    if vng_binary() is None:
+        return "virtme-ng (vng) is not installed (pip install -e '.[test]')"
+    if shutil.which("busybox") is None:
+        return "busybox is not installed (run tests/vm/setup.sh): vng needs it for the guest's initramfs"
+    images = kernel_images()
+    missing = [k for k in selected_kernels() if k not in images or not images[k].is_file()]
+    if missing:
+        return f"kernel {', '.join(missing)} not fetched (run tests/vm/setup.sh)"
+    if not Path(GUEST_OUT).is_dir():
+        return f"{GUEST_OUT} does not exist on the host (vng needs it to share results)"
+    return ""
+
+
+def qemu_devices() -> str:
+    return " ".join(
+        [
+            "-device intel-iommu,intremap=on",
+            "-netdev user,id=n0 -device e1000e,netdev=n0",
+            f"-drive file={CACHE / 'nvme.img'},if=none,id=nvm,format=raw",
+            "-device nvme,serial=msixd0,drive=nvm,msix_qsize=64",
+            "-netdev user,id=n1 -device virtio-net-pci,netdev=n1,vectors=6",
+        ]
+    )
+
+
+GUEST_SCRIPT = """\
+set -u
+out={out}
+uname -r > $out/release
+modprobe -a vfio-pci e1000e nvme virtio_net 2>$out/modprobe.err
+udevadm settle 2>/dev/null || sleep 1
+cut -d' ' -f1 /proc/uptime > $out/uptime_at_start
+cd {repo}
+export PYTHONDONTWRITEBYTECODE=1 MSIXD_IN_GUEST={kernel} MSIXD_GUEST_REPORT=$out/report.jsonl
+{python} -m pytest -p no:cacheprovider -q -rN --no-header {nodeids} > $out/pytest.log 2>&1
+echo $? > $out/rc
+"""
+
+
+@dataclass
+class GuestRun:
+    kernel: str
+    release: str = ""
+    rc: int | None = None
+    wall_seconds: float = 0.0
+    uptime_at_start: float | None = None
+    results: dict[str, dict] = field(default_factory=dict)
+    console: str = ""
+    pytest_log: str = ""
+
+    def summary(self) -> str:
+        boot = f"guest up to tests in {self.uptime_at_start:.1f} s of guest time" if self.uptime_at_start else "no boot"
+        counts: dict[str, int] = {}
+        for result in self.results.values():
+            counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
+        tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no test results"
+        return f"Linux {self.release or '?'}: {boot}; {tally}; guest pytest exit {self.rc}; {self.wall_seconds:.1f} s wall"
+
+    def console_tail(self, lines: int = 40) -> str:
+        text = self.pytest_log or "\n".join(l for l in self.console.splitlines() if not l.startswith("["))
+        return "\n".join(text.splitlines()[-lines:]) or self.console[-4000:]
+
+
+def _merge(results: dict[str, dict], line: dict) -> None:
+    """Setup, call and teardown reports of one test fold into one outcome (the worst)."""
+    known = results.get(line["nodeid"])
+    rank = {"passed": 0, "skipped": 1, "failed": 2}
+    if known is None or rank[line["outcome"]] > rank[known["outcome"]]:
+        results[line["nodeid"]] = line
+
+
+def run_guest(kernel: str, nodeids: list[str]) -> GuestRun:
+    """Boot one guest on `kernel` and run the given vm tests in it."""
+    image = kernel_images()[kernel]
+    run = GuestRun(kernel)
+    with tempfile.TemporaryDirectory(prefix=f"msixd-bench-{kernel}-") as out:
+        script = Path(out) / "run.sh"
+        script.write_text(
+            GUEST_SCRIPT.format(
+                out=GUEST_OUT,
+                repo=REPO,
+                kernel=kernel,
+                python=sys.executable,
+                nodeids=" ".join(f"'{n}'" for n in nodeids),
+            )
+        )
+        command = [
+            vng_binary() or "vng",
+            "--run", str(image),
+            "--force-9p", "--disable-microvm", "--disable-kvm",
+            "-m", "2G", "-p", "2", "-v",
+            "--append=intel_iommu=on msixd_bench=1",
+            f"--rwdir={GUEST_OUT}={out}",
+            f"--qemu-opts={qemu_devices()}",  # "=": the value starts with "-"
+            f"--exec=sh {GUEST_OUT}/run.sh",
+        ]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        started = time.monotonic()
+        try:
+            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=GUEST_TIMEOUT)
+            run.console = done.stdout + done.stderr
+        except subprocess.TimeoutExpired as err:
+            run.console = f"guest killed after {GUEST_TIMEOUT:.0f} s\n" + str(err.stdout or "") + str(err.stderr or "")
+        run.wall_seconds = time.monotonic() - started
+        outdir = Path(out)
+        run.release = _read(outdir / "release")
+        rc = _read(outdir / "rc")
+        run.rc = int(rc) if rc.isdigit() else None
+        uptime = _read(outdir / "uptime_at_start")
+        run.uptime_at_start = float(uptime) if uptime else None
+        run.pytest_log = _read(outdir / "pytest.log")
+        report = outdir / "report.jsonl"
+        if report.is_file():
+            for text in report.read_text().splitlines():
+                _merge(run.results, json.loads(text))
+    return run
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Fetch and cache what the real-kernel bench needs; idempotent, seconds when warm.
+#
+#   sudo tests/vm/setup.sh
+#
+# - qemu-system-x86 and kmod from Debian's packages;
+# - two stock Debian kernels, unpacked with dpkg -x (no install scripts run):
+#   bookworm's 6.1 and bookworm-backports' 6.12, the newest of each;
+# - their modules made visible at /lib/modules/<version> (the guest boots on
+#   the host's root file system) and indexed with depmod;
+# - a small raw disk for the guest's nvme.
+# virtme-ng (vng) comes from PyPI with the project's test extra.
+# Writes $CACHE/kernels.env: one line per kernel, KERNEL_<tag>=<vmlinuz path>.
+set -euo pipefail
+
+# Under /opt: the guest sees the host's /opt (through an overlay) but not its
+# /var/cache, and virtme-ng links the modules from where the image lies.
+CACHE=${MSIXD_BENCH_CACHE:-/opt/msixd-bench}
+mkdir -p "$CACHE"
+
+if [[ $EUID -ne 0 ]]; then
+    echo "tests/vm/setup.sh: run as root" >&2
+    exit 1
+fi
+
+missing=()
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+command -v depmod >/dev/null || missing+=(kmod)
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The Debian mirror this machine already uses, for the backports suite.
+mirror=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+[[ -n $mirror ]] || mirror=$(sed -n 's/^deb \(http[^ ]*\/debian\)\/\? bookworm .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -n1)
+[[ -n $mirror ]] || { echo "setup.sh: cannot find this machine's Debian mirror" >&2; exit 1; }
+
+# A private apt configuration that knows only bookworm and bookworm-backports:
+# the machine's own sources list is left alone.
+apt_dir=$CACHE/apt
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+echo "deb $mirror bookworm main
+deb $mirror bookworm-updates main
+deb ${mirror}-security bookworm-security main
+deb $mirror bookworm-backports main" > "$apt_dir/sources.list"
+apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+          -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
+          -o APT::Get::List-Cleanup=0)
+
+newest() {  # newest package name matching an extended regex, from the private lists
+    apt-cache "${apt_opts[@]}" search --names-only "$1" | awk '{print $1}' | sort -V | tail -n1
+}
+
+fetch_kernel() {  # tag regex
+    local tag=$1 regex=$2 pkg dir version
+    if [[ -f $CACHE/$tag.pkg ]]; then
+        pkg=$(cat "$CACHE/$tag.pkg")
+    else
+        [[ -n $(ls "$apt_dir/lists" 2>/dev/null | grep -v partial) ]] || apt-get "${apt_opts[@]}" update -qq
+        pkg=$(newest "$regex")
+        [[ -n $pkg ]] || { echo "setup.sh: no package matches $regex" >&2; exit 1; }
+    fi
+    dir=$CACHE/$pkg
+    if [[ ! -d $dir/boot ]]; then
+        # apt's sandbox user cannot write to root's cache: download as root, quietly.
+        (cd "$apt_dir/archives" && apt-get "${apt_opts[@]}" -o APT::Sandbox::User=root download -qq "$pkg")
+        rm -rf "$dir.tmp" && dpkg -x "$apt_dir"/archives/"${pkg}"_*.deb "$dir.tmp" && mv "$dir.tmp" "$dir"
+        rm -f "$apt_dir"/archives/"${pkg}"_*.deb
+    fi
+    echo "$pkg" > "$CACHE/$tag.pkg"
+    version=$(basename "$(ls "$dir"/boot/vmlinuz-*)" | sed 's/^vmlinuz-//')
+    # vng boots the image with <package>/lib/modules/<version>; the link makes
+    # the same modules visible at /lib/modules/<version> for depmod and modinfo.
+    mkdir -p /lib/modules
+    [[ -e /lib/modules/$version ]] || ln -s "$dir/lib/modules/$version" "/lib/modules/$version"
+    [[ -f $dir/lib/modules/$version/modules.dep ]] || depmod "$version"
+    echo "KERNEL_${tag//./_}=$dir/boot/vmlinuz-$version"
+}
+
+{
+    fetch_kernel 6.1 '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$'
+    fetch_kernel 6.12 '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$'
+} > "$CACHE/kernels.env.tmp"
+mv "$CACHE/kernels.env.tmp" "$CACHE/kernels.env"
+
+[[ -f $CACHE/nvme.img ]] || truncate -s 64M "$CACHE/nvme.img"
+cat "$CACHE/kernels.env"

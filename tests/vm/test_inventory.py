@@ -1,0 +1,119 @@
+"""The read-only inventory against a real kernel's own truth (issue 3), inside a bench guest.
+
+6.1 puts MSI-X vectors in the global remapping domain (chip IR-PCI-MSI, hwirq
+(dev_id << 11) | index); 6.12 gives every device its own domain (chip
+IR-PCI-MSIX-<bdf>, hwirq = index). The inventory must get both right.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from msixd.kernel.cpulist import parse_cpulist
+from msixd.kernel.irq import IndexSource
+from msixd.kernel.pci import MsixProbe
+from msixd.kernel.roots import KernelRoots
+from msixd.kernel.system import State
+from msixd.service.model import DomainScheme, IrqMode
+from msixd.service.services import Services
+from tests import truth
+from tests.vm import guest
+
+pytestmark = pytest.mark.vm
+
+E1000E = (0x8086, 0x10D3)
+PER_DEVICE_DOMAINS = tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (6, 2)
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Services:
+    return Services.build(KernelRoots(), tmp_path / "state.json")
+
+
+def check_against_proc(services: Services) -> int:
+    """Every vector of every MSI-X device agrees with /proc/interrupts and /proc/irq. Returns vectors checked."""
+    checked = 0
+    for bdf, count in truth.msix_devices(Path("/sys")).items():
+        device = services.inventory.get_device(bdf)
+        lines = truth.proc_interrupts(Path("/proc"))
+        assert len(device.vectors) == count
+        for vector in device.vectors:
+            if vector.irq in lines:
+                line = lines[vector.irq]
+                assert line.chip == vector.chip
+                assert sum(line.counts) >= vector.total_count
+                hwirq = int(line.hwirq_handler.split("-")[0])
+                assert hwirq == vector.hwirq
+            proc = Path(f"/proc/irq/{vector.irq}")
+            if proc.is_dir():
+                assert vector.affinity == parse_cpulist((proc / "smp_affinity_list").read_text())
+            checked += 1
+    return checked
+
+
+def test_kernel_driver_vectors(services: Services) -> None:
+    assert check_against_proc(services) > 0
+    devices = services.inventory.list_devices()
+    assert devices, "the bench has e1000e, nvme and virtio-net with MSI-X"
+    for device in devices:
+        assert device.pci.msix_probe is MsixProbe.PRESENT
+        if device.vectors_allocated:
+            assert device.domain is not None and device.domain.remapped
+            scheme = DomainScheme.PER_DEVICE if PER_DEVICE_DOMAINS else DomainScheme.GLOBAL
+            assert device.domain.scheme is scheme
+
+
+@pytest.fixture
+def vfio_e1000e(services: Services) -> Iterator[str]:
+    bdf = guest.find_device(*E1000E)
+    before = guest.driver_of(bdf)
+    services.binding.bind(bdf)
+    try:
+        yield bdf
+    finally:
+        services.binding.release(bdf)
+        services.owner.close_all()
+        assert guest.driver_of(bdf) == before
+
+
+def test_vfio_msix_vectors(services: Services, vfio_e1000e: str) -> None:
+    services.owner.enable(vfio_e1000e, 5)
+    device = services.inventory.get_device(vfio_e1000e)
+    assert device.irq_mode is IrqMode.MSIX and device.vectors_allocated == 5
+    assert device.pci.msix is not None and device.pci.msix.enabled and device.pci.msix.table_size == 5
+    assert [v.index for v in device.vectors] == [0, 1, 2, 3, 4]
+    for vector in device.vectors:
+        assert vector.actions == (f"vfio-msix[{vector.index}]({vfio_e1000e})",)
+        assert vector.index_source is IndexSource.ACTION
+        assert vector.affinity_settable
+        if PER_DEVICE_DOMAINS:
+            assert vector.chip == f"IR-PCI-MSIX-{vfio_e1000e}" and vector.hwirq == vector.index
+        else:
+            assert vector.chip == "IR-PCI-MSI" and vector.hwirq is not None
+            assert vector.hwirq & 0x7FF == vector.index  # (dev_id << 11) | index
+    assert check_against_proc(services) >= 5
+
+    domains = {d.name: d for d in services.inventory.list_domains()}
+    if PER_DEVICE_DOMAINS:
+        mine = domains[f"IR-PCI-MSIX-{vfio_e1000e}"]
+        assert mine.scheme is DomainScheme.PER_DEVICE and mine.bdfs == (vfio_e1000e,)
+        assert (mine.size, mine.mapped) == (5, 5)
+    else:
+        shared = domains["IR-PCI-MSI"]
+        assert shared.scheme is DomainScheme.GLOBAL and vfio_e1000e in shared.bdfs
+    assert all(d.parents[-1] == "VECTOR" and d.parents[0].startswith("INTEL-IR-") for d in domains.values())
+
+
+def test_status_features(services: Services) -> None:
+    features = services.inventory.status().features
+    assert features.vfio.state is State.PRESENT
+    assert features.vfio_pci.state is State.PRESENT
+    assert features.iommu_groups.state is State.PRESENT
+    assert features.interrupt_remapping.state is State.PRESENT
+    assert features.per_device_msi_domains.state is (State.PRESENT if PER_DEVICE_DOMAINS else State.ABSENT)
+    # Debian's kernels are built without CONFIG_GENERIC_IRQ_DEBUGFS (kernel-interfaces.md §0).
+    assert features.debugfs_irq.state is not State.PRESENT
