@@ -44,3 +44,13 @@ def raise_e1000e_interrupt(device_fd: int, vector: int) -> None:
     from tests.vm import rawvfio
 
     rawvfio.raise_e1000e_interrupt(device_fd, vector)
+
+
+def bind_vfio(bdf: str) -> None:
+    """driver_override + unbind + drivers_probe, as kernel-interfaces.md §6 (guest only)."""
+    (SYS_PCI / bdf / "driver_override").write_text("vfio-pci")
+    current = driver_of(bdf)
+    if current:
+        Path(f"/sys/bus/pci/drivers/{current}/unbind").write_text(bdf)
+    Path("/sys/bus/pci/drivers_probe").write_text(bdf)
+    assert driver_of(bdf) == "vfio-pci", f"{bdf} is on {driver_of(bdf)}, not vfio-pci"
