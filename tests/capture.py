@@ -33,7 +33,7 @@ PROC_IRQ_FILES = (
 )
 CPU_FILES = ("online", "possible", "present", "offline", "isolated", "nohz_full")
 SINGLE_FILES = (
-    "proc/interrupts", "proc/cmdline", "proc/sys/kernel/osrelease", "proc/irq/default_smp_affinity",
+    "proc/cmdline", "proc/sys/kernel/osrelease", "proc/irq/default_smp_affinity",
     "sys/module/vfio/parameters/enable_unsafe_noiommu_mode",
     "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts",
 )
@@ -116,6 +116,8 @@ class Capture:
                 elif (self.source / f"proc/irq/{irq}/{name}").is_dir():
                     self.directory(f"proc/irq/{irq}/{name}")  # one per action name
         self.tree("sys/kernel/debug/irq")
+        # Last: counts only grow, so /proc/interrupts is never behind per_cpu_count.
+        self.file("proc/interrupts")
         for name in self.listdir("dev/vfio"):
             # Character devices cannot live in git; an empty file stands for each node.
             self.directory("dev/vfio")

@@ -36,8 +36,11 @@ def test_every_vector_matches_proc_interrupts_and_proc_irq(tree: Callable[[str],
             proc = roots.procfs / "irq" / str(vector.irq)
             if vector.irq in lines:  # listed while it has an action
                 line = lines[vector.irq]
-                assert line.chip.startswith(vector.chip[:8])
-                assert sum(line.counts) == vector.total_count
+                assert line.chip == vector.chip
+                # The capture reads /proc/interrupts last: a busy IRQ may be ahead there.
+                assert sum(line.counts) >= vector.total_count
+                if any(a.startswith("vfio-msix") for a in vector.actions):
+                    assert sum(line.counts) == vector.total_count
                 # "<hwirq>-<handler>": the per-device hwirq is the index itself
                 if vector.index_source is IndexSource.HWIRQ:
                     assert line.hwirq_handler.split("-")[0] == str(vector.index)
@@ -131,3 +134,35 @@ def test_status_on_host(host_roots: KernelRoots) -> None:
     assert features.interrupt_remapping.state is State.ABSENT
     assert features.debugfs_irq.state is State.UNKNOWN  # not mounted on the captured host
     assert status.cpus.online == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "scheme", "chip"),
+    [
+        ("guest-6.1", DomainScheme.GLOBAL, "IR-PCI-MSI"),
+        ("guest-6.12", DomainScheme.PER_DEVICE, "IR-PCI-MSIX-0000:00:0a.0"),
+    ],
+)
+def test_guest_trees_with_vfio_vectors(tree: Callable[[str], Path], name: str, scheme: DomainScheme, chip: str) -> None:
+    """Captured with the e1000e (00:0a.0) and nvme on vfio-pci, 5 and 16 vectors, e1000e vector 3 on CPU 1."""
+    inventory = Inventory(KernelRoots.under(tree(name)))
+    e1000e = inventory.get_device("0000:00:0a.0")
+    assert e1000e.pci.driver == "vfio-pci" and e1000e.pci.iommu_group is not None
+    assert e1000e.pci.msix is not None and (e1000e.pci.msix.table_size, e1000e.pci.msix.enabled) == (5, True)
+    assert e1000e.domain is not None and (e1000e.domain.scheme, e1000e.domain.name) == (scheme, chip)
+    assert e1000e.domain.remapped
+    assert [(v.index, v.index_source) for v in e1000e.vectors] == [(i, IndexSource.ACTION) for i in range(5)]
+    assert {v.index: v.affinity for v in e1000e.vectors}[3] == {1}
+    nvme = next(d for d in inventory.list_devices() if d.pci.vendor_id == 0x1B36 and d.pci.device_id == 0x0010)
+    assert nvme.pci.driver == "vfio-pci" and nvme.vectors_allocated == 16
+    assert nvme.pci.msix is not None and nvme.pci.msix.table_size == 64
+    domains = {d.name: d for d in inventory.list_domains()}
+    if scheme is DomainScheme.GLOBAL:
+        assert {"0000:00:0a.0", nvme.pci.bdf} <= set(domains["IR-PCI-MSI"].bdfs)
+    else:
+        assert (domains[chip].size, domains[chip].mapped) == (5, 5)
+    assert all(d.parents == ("INTEL-IR-0", "VECTOR") for d in domains.values())
+    status = inventory.status()
+    assert status.features.per_device_msi_domains.state is (State.PRESENT if scheme is DomainScheme.PER_DEVICE else State.ABSENT)
+    assert status.features.dynamic_msix.state is (State.ABSENT if name == "guest-6.1" else State.UNKNOWN)
+    assert status.features.vfio.state is State.PRESENT and status.features.iommu_groups.state is State.PRESENT

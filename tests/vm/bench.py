@@ -132,39 +132,37 @@ def _merge(results: dict[str, dict], line: dict) -> None:
         results[line["nodeid"]] = line
 
 
+def boot(kernel: str, guest_script: str, out: Path) -> tuple[str, float]:
+    """Boot `kernel`, run guest_script (sh) in it with `out` at /mnt; return console and wall time."""
+    (out / "run.sh").write_text(guest_script)
+    command = [
+        vng_binary() or "vng",
+        "--run", str(kernel_images()[kernel]),
+        "--force-9p", "--disable-microvm", "--disable-kvm",
+        "-m", "2G", "-p", "2", "-v",
+        "--append=intel_iommu=on msixd_bench=1",
+        f"--rwdir={GUEST_OUT}={out}",
+        f"--qemu-opts={qemu_devices()}",  # "=": the value starts with "-"
+        f"--exec=sh {GUEST_OUT}/run.sh",
+    ]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=GUEST_TIMEOUT)
+        console = done.stdout + done.stderr
+    except subprocess.TimeoutExpired as err:
+        console = f"guest killed after {GUEST_TIMEOUT:.0f} s\n{err.stdout or ''}{err.stderr or ''}"
+    return console, time.monotonic() - started
+
+
 def run_guest(kernel: str, nodeids: list[str]) -> GuestRun:
     """Boot one guest on `kernel` and run the given vm tests in it."""
-    image = kernel_images()[kernel]
     run = GuestRun(kernel)
     with tempfile.TemporaryDirectory(prefix=f"msixd-bench-{kernel}-") as out:
-        script = Path(out) / "run.sh"
-        script.write_text(
-            GUEST_SCRIPT.format(
-                out=GUEST_OUT,
-                repo=REPO,
-                kernel=kernel,
-                python=sys.executable,
-                nodeids=" ".join(f"'{n}'" for n in nodeids),
-            )
+        script = GUEST_SCRIPT.format(
+            out=GUEST_OUT, repo=REPO, kernel=kernel, python=sys.executable, nodeids=" ".join(f"'{n}'" for n in nodeids)
         )
-        command = [
-            vng_binary() or "vng",
-            "--run", str(image),
-            "--force-9p", "--disable-microvm", "--disable-kvm",
-            "-m", "2G", "-p", "2", "-v",
-            "--append=intel_iommu=on msixd_bench=1",
-            f"--rwdir={GUEST_OUT}={out}",
-            f"--qemu-opts={qemu_devices()}",  # "=": the value starts with "-"
-            f"--exec=sh {GUEST_OUT}/run.sh",
-        ]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        started = time.monotonic()
-        try:
-            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=GUEST_TIMEOUT)
-            run.console = done.stdout + done.stderr
-        except subprocess.TimeoutExpired as err:
-            run.console = f"guest killed after {GUEST_TIMEOUT:.0f} s\n" + str(err.stdout or "") + str(err.stderr or "")
-        run.wall_seconds = time.monotonic() - started
+        run.console, run.wall_seconds = boot(kernel, script, Path(out))
         outdir = Path(out)
         run.release = _read(outdir / "release")
         rc = _read(outdir / "rc")
@@ -184,3 +182,49 @@ def _read(path: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         return ""
+
+
+EXEC_SCRIPT = """\
+set -u
+cd {repo}
+export PYTHONDONTWRITEBYTECODE=1 MSIXD_IN_GUEST={kernel} PATH={bindir}:$PATH
+modprobe -a vfio-pci e1000e nvme virtio_net
+{command} > {out}/output 2>&1
+echo $? > {out}/rc
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m tests.vm.bench --kernel 6.12 --out DIR -- COMMAND...: run COMMAND in a guest.
+
+    DIR is /mnt in the guest; COMMAND's output is printed, and its exit status returned.
+    """
+    import argparse
+    import shlex
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--kernel", required=True, choices=KERNELS)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("command", nargs="+")
+    args = parser.parse_args(argv)
+    problem = why_not_runnable()
+    if problem:
+        print(f"bench: cannot run: {problem}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    script = EXEC_SCRIPT.format(
+        repo=REPO, kernel=args.kernel, bindir=Path(sys.executable).parent, out=GUEST_OUT,
+        command=shlex.join(args.command),
+    )
+    console, wall = boot(args.kernel, script, args.out)
+    print(_read(args.out / "output"))
+    rc = _read(args.out / "rc")
+    if not rc.isdigit():
+        print("\n".join(console.splitlines()[-30:]), file=sys.stderr)
+        return 1
+    print(f"bench: {args.kernel} guest, {wall:.1f} s wall, exit {rc}", file=sys.stderr)
+    return int(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

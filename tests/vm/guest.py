@@ -54,3 +54,9 @@ def bind_vfio(bdf: str) -> None:
         Path(f"/sys/bus/pci/drivers/{current}/unbind").write_text(bdf)
     Path("/sys/bus/pci/drivers_probe").write_text(bdf)
     assert driver_of(bdf) == "vfio-pci", f"{bdf} is on {driver_of(bdf)}, not vfio-pci"
+
+
+def require_bench_guest() -> None:
+    """Refuse to go on outside a bench guest: callers write to the kernel."""
+    if "msixd_bench=1" not in Path("/proc/cmdline").read_text().split():
+        raise SystemExit("refusing: this writes to the kernel and runs only inside a bench guest (msixd_bench=1)")
