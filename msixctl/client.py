@@ -1,0 +1,83 @@
+"""Talking to msixd: the channel, the stub, and errors turned into one clear line."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from msixd.api.msix.v1 import msix_pb2_grpc
+
+DEFAULT_SOCKET = "/run/msixd/msixd.sock"
+EXIT_DAEMON_ERROR = 1
+EXIT_UNREACHABLE = 3
+
+T = TypeVar("T")
+
+
+class ClientError(Exception):
+    """Something to tell the user in one line, with the exit code to leave with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_DAEMON_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Target:
+    socket: str
+    timeout: float
+
+    @property
+    def address(self) -> str:
+        return f"unix:{os.path.abspath(self.socket)}"
+
+    def unreachable(self, reason: str) -> ClientError:
+        return ClientError(
+            f"cannot reach msixd at {self.address}: {reason} (is it running? systemctl start msixd)",
+            EXIT_UNREACHABLE,
+        )
+
+    def check_socket(self) -> None:
+        """Say precisely why a Unix socket cannot be used, before gRPC's generic UNAVAILABLE."""
+        try:
+            mode = os.stat(self.socket).st_mode
+        except FileNotFoundError:
+            raise self.unreachable("the socket does not exist") from None
+        except PermissionError:
+            raise self.unreachable("permission denied on its directory (run as root or in the msixd group)") from None
+        if not stat.S_ISSOCK(mode):
+            raise self.unreachable("the path is not a socket")
+        if not os.access(self.socket, os.R_OK | os.W_OK):
+            raise self.unreachable("permission denied (run as root or in the msixd group)")
+
+
+@contextmanager
+def connect(target: Target) -> Iterator[msix_pb2_grpc.MsixServiceStub]:
+    target.check_socket()
+    with grpc.insecure_channel(target.address) as channel:
+        yield msix_pb2_grpc.MsixServiceStub(channel)
+
+
+def call(target: Target, method: Callable[[msix_pb2_grpc.MsixServiceStub], T]) -> T:
+    """Run one RPC; every failure becomes a ClientError with a one-line message."""
+    with connect(target) as stub:
+        try:
+            return method(stub)
+        except grpc.RpcError as err:
+            raise translate(target, err) from None
+
+
+def translate(target: Target, err: grpc.RpcError) -> ClientError:
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    if code == grpc.StatusCode.UNAVAILABLE and ("connect" in (details or "").lower() or not details):
+        return target.unreachable("connection refused: nobody listens on the socket")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ClientError(f"msixd did not answer within {target.timeout:g} s (--timeout to wait longer)")
+    return ClientError(f"{details} [{code.name}]")

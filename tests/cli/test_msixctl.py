@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import ast
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from typer.testing import CliRunner
+
+from msixctl.client import ClientError
+from msixctl.main import app
+from msixd.api.msix.v1 import msix_pb2 as pb
+from tests.cli.conftest import FakeServicer
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def run(socket_path: Path, *args: str) -> tuple[int, str, str]:
+    """Through typer's runner; ClientError is what main() turns into a line and an exit code."""
+    result = runner.invoke(app, ["--socket", str(socket_path), *args])
+    if isinstance(result.exception, ClientError):
+        return result.exception.exit_code, result.stdout, str(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_list_table(socket_path: Path) -> None:
+    code, out, err = run(socket_path, "list")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("0000:00:0a.0"))
+    assert row.split()[:7] == ["0000:00:0a.0", "vfio-pci", "8086:10d3", "5", "yes", "2", "-"]
+    assert "IR-PCI-MSIX-0000:00:0a.0 (inferred)" in row
+    unreadable = next(line for line in out.splitlines() if line.startswith("0000:00:01.0"))
+    assert unreadable.split()[3:5] == ["?", "?"]
+    assert "could not be read" in err and "CAP_SYS_ADMIN" in err
+
+
+def test_list_all_passes_the_flag(socket_path: Path, fake: FakeServicer) -> None:
+    run(socket_path, "list", "--all")
+    assert fake.requests[-1] == pb.ListDevicesRequest(all_devices=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message_type"),
+    [
+        (["list"], pb.ListDevicesResponse),
+        (["show", "0000:00:0a.0"], pb.Device),
+        (["domains"], pb.ListDomainsResponse),
+        (["status"], pb.Status),
+        (["affinity", "0000:00:0a.0", "3", "1"], pb.SetAffinityResponse),
+        (["enable", "0000:00:0a.0", "--vectors", "5"], pb.EnableResponse),
+    ],
+)
+def test_json_is_the_api_message_with_every_field(socket_path: Path, args: list[str], message_type: type) -> None:
+    code, out, _ = run(socket_path, *args, "-o", "json")
+    assert code == 0
+    document = json.loads(out)
+    json_format.Parse(out, message_type())  # round-trips into the message
+    if message_type is pb.Device:
+        assert document["vectors"][1]["actions"] == [] and document["vectors"][1]["eventfd_count"] == "0"
+        assert document["msix"]["function_masked"] is False
+
+
+def test_show_table(socket_path: Path) -> None:
+    code, out, _ = run(socket_path, "show", "0000:00:0a.0")
+    assert code == 0
+    assert "5 entries, enabled yes, masked no, table BAR3+0x0, PBA BAR3+0x2000" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["~1"])]
+    assert rows[0][:6] == ["0", "41", "IR-PCI-MSIX-0000:00:0a.0", "vfio-msix[0](0000:00:0a.0)", "0-1", "0"]
+    assert rows[1][:7] == ["~1", "42", "IR-PCI-MSIX-0000:00:0a.0", "-", "1", "1", "no:"]
+
+
+def test_not_found_is_one_line_and_exit_1(socket_path: Path) -> None:
+    code, _, err = run(socket_path, "show", "0000:00:1f.7")
+    assert code == 1 and err == "no PCI device 0000:00:1f.7 [NOT_FOUND]"
+
+
+def test_affinity_errors_and_spread(socket_path: Path, fake: FakeServicer) -> None:
+    code, _, err = run(socket_path, "affinity", "0000:00:0a.0", "3", "9")
+    assert code == 1 and "not online" in err
+    code, out, _ = run(socket_path, "affinity", "0000:00:0a.0", "--spread", "--dry-run")
+    assert code == 0 and fake.requests[-1] == pb.SpreadRequest(bdf="0000:00:0a.0", dry_run=True)
+    assert [line.split()[:3] for line in out.splitlines()[1:]] == [["0", "41", "0"], ["1", "42", "1"]]
+    code, _, _ = run(socket_path, "affinity", "0000:00:0a.0", "3")
+    assert code == 2
+
+
+def test_disable_one_vector(socket_path: Path, fake: FakeServicer) -> None:
+    code, out, _ = run(socket_path, "disable", "0000:00:0a.0", "--vector", "2")
+    assert code == 0 and fake.requests[-1].HasField("vector") and out.strip().endswith("released vectors 2")
+
+
+def test_watch_json_lines(socket_path: Path) -> None:
+    code, out, _ = run(socket_path, "watch", "0000:00:0a.0", "--count", "2", "--interval", "0.1", "-o", "json")
+    assert code == 0
+    samples = [json.loads(line) for line in out.splitlines()]
+    assert [s["vectors"][0]["total"] for s in samples] == ["0", "1"]
+
+
+def test_missing_socket_exit_3(tmp_path: Path) -> None:
+    code, _, err = run(tmp_path / "absent.sock", "list")
+    assert code == 3 and "the socket does not exist" in err and "systemctl start msixd" in err
+
+
+def test_nobody_listening_exit_3(tmp_path: Path) -> None:
+    path = tmp_path / "dead.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()
+    code, _, err = run(path, "--timeout", "2", "list")
+    assert code == 3 and "nobody listens" in err
+
+
+def test_not_a_socket_exit_3(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("")
+    code, _, err = run(path, "status")
+    assert code == 3 and "not a socket" in err
+
+
+def msixctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "msixctl.main", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_subprocess_error_has_no_traceback(socket_path: Path) -> None:
+    done = msixctl("--socket", str(socket_path), "show", "../../x")
+    assert done.returncode == 1
+    assert done.stderr == "msixctl: invalid PCI address '../../x' [INVALID_ARGUMENT]\n"
+    assert done.stdout == ""
+
+
+def test_subprocess_json_and_unreachable(socket_path: Path, tmp_path: Path) -> None:
+    done = msixctl("--socket", str(socket_path), "status", "-o", "json")
+    assert done.returncode == 0 and json.loads(done.stdout)["daemon_version"] == "9.9"
+    done = msixctl("--socket", str(tmp_path / "none.sock"), "list")
+    assert done.returncode == 3 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [["show"], ["enable", "00:01.0"], ["enable", "00:01.0", "--vectors", "0"], ["bogus"], ["list", "-o", "yaml"]])
+def test_bad_usage_exit_2(args: list[str]) -> None:
+    done = msixctl(*args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_help_teaches() -> None:
+    done = msixctl("--help")
+    assert done.returncode == 0 and "msixd" in done.stdout and "-o json" in done.stdout
+    done = msixctl("affinity", "--help")
+    assert "--spread" in done.stdout and "Example" in done.stdout
+
+
+def test_msixctl_imports_only_the_api_and_itself() -> None:
+    for path in (REPO / "msixctl").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                if name.startswith("msixd"):
+                    assert name.startswith("msixd.api"), f"{path.name} imports {name}"
