@@ -3,7 +3,7 @@
 #
 #   sudo tests/vm/setup.sh
 #
-# - qemu-system-x86 and kmod from Debian's packages;
+# - qemu-system-x86, kmod and busybox-static from Debian's packages;
 # - two stock Debian kernels, unpacked with dpkg -x (no install scripts run):
 #   bookworm's 6.1 and bookworm-backports' 6.12, the newest of each;
 # - their modules made visible at /lib/modules/<version> (the guest boots on
@@ -26,6 +26,7 @@ fi
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v depmod >/dev/null || missing+=(kmod)
+command -v busybox >/dev/null || missing+=(busybox-static)  # vng builds the guest's initramfs with it
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
