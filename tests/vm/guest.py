@@ -60,3 +60,12 @@ def require_bench_guest() -> None:
     """Refuse to go on outside a bench guest: callers write to the kernel."""
     if "msixd_bench=1" not in Path("/proc/cmdline").read_text().split():
         raise SystemExit("refusing: this writes to the kernel and runs only inside a bench guest (msixd_bench=1)")
+
+
+def netdev_up(bdf: str) -> str:
+    """Bring up the device's network interface, so its driver requests its IRQs (guest only)."""
+    import subprocess
+
+    (name,) = os.listdir(SYS_PCI / bdf / "net")
+    subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    return name

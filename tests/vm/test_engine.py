@@ -196,3 +196,29 @@ def test_group_held_by_another_process(msixd: Msixd, e1000e: str) -> None:
         holder.kill()
         holder.wait()
     assert msixd.stub.Enable(pb.EnableRequest(bdf=e1000e, vectors=2)).path == pb.RESIZE_PATH_ENABLE
+
+
+def test_kernel_driver_vectors_move_unless_managed(msixd: Msixd, bench_kernel: str) -> None:
+    """Affinity works on vectors msixd does not own; a managed one is refused on both kernels:
+    6.12 shows its smp_affinity_list read-only (0444), 6.1 shows 0644 and fails the write with EIO."""
+    e1000e = guest.find_device(*E1000E)
+    assert guest.driver_of(e1000e) == "e1000e"
+    with pytest.raises(grpc.RpcError) as err:  # down: e1000e allocated its vectors but requested no IRQ yet
+        msixd.stub.SetAffinity(pb.SetAffinityRequest(bdf=e1000e, vector=0, cpus="1"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "no handler" in err.value.details()
+    guest.netdev_up(e1000e)
+    placed = msixd.stub.SetAffinity(pb.SetAffinityRequest(bdf=e1000e, vector=0, cpus="1"))
+    assert list(placed.affinity) == [1] and list(placed.effective_affinity) == [1]
+    assert parse_cpulist(Path(f"/proc/irq/{placed.irq}/smp_affinity_list").read_text()) == {1}
+
+    nvme = guest.find_device(*NVME)
+    assert guest.driver_of(nvme) == "nvme"
+    device = msixd.stub.GetDevice(pb.GetDeviceRequest(bdf=nvme))
+    io_queue = next(v for v in device.vectors if any(a.startswith("nvme") and not a.endswith("q0") for a in v.actions))
+    assert io_queue.affinity_settable is (bench_kernel == "6.1"), "only 6.12 tells by the file mode"
+    before = Path(f"/proc/irq/{io_queue.irq}/smp_affinity_list").read_text()
+    with pytest.raises(grpc.RpcError) as err:
+        msixd.stub.SetAffinity(pb.SetAffinityRequest(bdf=nvme, vector=io_queue.index, cpus="0"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "refuses to move it" in err.value.details()
+    assert Path(f"/proc/irq/{io_queue.irq}/smp_affinity_list").read_text() == before
