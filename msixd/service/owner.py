@@ -27,6 +27,7 @@ from msixd.kernel import irq as kirq
 from msixd.kernel import pci, procs
 from msixd.kernel import vfio as kvfio
 from msixd.kernel.cpulist import format_cpulist
+from msixd.kernel.files import read_text
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.vfio import VfioBusy, VfioError
 from msixd.service.state import DeviceState, StateStore
@@ -117,16 +118,23 @@ class Owner:
     # Opening and closing
 
     def _open_group(self, bdf: str, group: int) -> OpenGroup:
-        """The group's open files, opening them on first use (one open per group: the kernel allows no more)."""
+        """The group's open files, opening them on first use (one open per group: the kernel allows no more).
+
+        A group the kernel made for a device without an IOMMU (vfio.enable_unsafe_noiommu_mode,
+        CONFIG_VFIO_NOIOMMU) is named "vfio-noiommu", opens as noiommu-<N> and takes
+        the no-IOMMU container type; every other group takes type1v2.
+        """
         opened = self._groups.get(group)
         if opened is not None:
             return opened
         vfio = self._vfio
         dev = str(self._roots.dev)
+        noiommu = read_text(f"{self._roots.sysfs}/kernel/iommu_groups/{group}/name") == "vfio-noiommu"
+        iommu_type = kvfio.VFIO_NOIOMMU_IOMMU if noiommu else kvfio.VFIO_TYPE1v2_IOMMU
         try:
-            group_fd = vfio.open_group(dev, group)
+            group_fd = vfio.open_group(dev, group, noiommu)
         except VfioBusy as err:
-            holders = procs.holders(self._roots, f"/dev/vfio/{group}")
+            holders = procs.holders(self._roots, f"/dev/vfio/{'noiommu-' if noiommu else ''}{group}")
             raise GroupHeld(bdf, group, [(h.pid, h.command) for h in holders]) from err
         fds = [group_fd]
         try:
@@ -137,10 +145,11 @@ class Owner:
                 )
             container_fd = vfio.open_container(dev)
             fds.append(container_fd)
-            if not vfio.check_extension(container_fd, kvfio.VFIO_TYPE1v2_IOMMU):
-                raise FailedPrecondition("the VFIO container does not support the type1v2 IOMMU")
+            if not vfio.check_extension(container_fd, iommu_type):
+                kind = "no-IOMMU mode" if noiommu else "the type1v2 IOMMU"
+                raise FailedPrecondition(f"the VFIO container does not support {kind}")
             vfio.group_set_container(group_fd, container_fd)
-            vfio.set_iommu(container_fd, kvfio.VFIO_TYPE1v2_IOMMU)
+            vfio.set_iommu(container_fd, iommu_type)
         except BaseException:
             for fd in reversed(fds):
                 vfio.close(fd)

@@ -31,6 +31,7 @@ class FakeVfio:
     def __init__(self, devices: dict[str, FakeDevice]) -> None:
         self.devices = devices
         self.open_groups: set[int] = set()
+        self.noiommu_groups: set[int] = set()  # opened as noiommu-<N>
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self._fds: dict[int, object] = {}  # fd -> ("group", n) / ("container",) / ("device", bdf)
         self._groups: dict[int, int] = {}  # group fd -> group number
@@ -54,7 +55,7 @@ class FakeVfio:
         return 0
 
     def check_extension(self, container: int, extension: int) -> bool:
-        return extension == real.VFIO_TYPE1v2_IOMMU
+        return extension in (real.VFIO_TYPE1v2_IOMMU, real.VFIO_NOIOMMU_IOMMU)
 
     def set_iommu(self, container: int, iommu_type: int) -> None:
         self.calls.append(("set_iommu", (iommu_type,)))
@@ -63,6 +64,8 @@ class FakeVfio:
         if group in self.open_groups:
             raise error("open vfio group", errno.EBUSY, f"{dev}/vfio/{group}")
         self.open_groups.add(group)
+        if noiommu:
+            self.noiommu_groups.add(group)
         fd = self._new_fd(("group", group))
         self._groups[fd] = group
         return fd

@@ -166,3 +166,13 @@ def test_two_functions_of_one_group_share_its_files(roots: KernelRoots, tmp_path
     assert fake.open_groups == {7}, "still in use by the other function"
     owner.disable(other)
     assert fake.open_groups == set() and fake.open_fds == 0
+
+
+def test_noiommu_group_uses_the_noiommu_container(roots: KernelRoots, tmp_path: Path) -> None:
+    name = roots.sysfs / "kernel/iommu_groups/7/name"
+    name.parent.mkdir(parents=True)
+    name.write_text("vfio-noiommu\n")
+    owner, fake = make_owner(roots, tmp_path)
+    owner.enable(BDF, 2)
+    assert fake.noiommu_groups == {7}
+    assert ("set_iommu", (real_vfio.VFIO_NOIOMMU_IOMMU,)) in fake.calls
