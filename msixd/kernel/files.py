@@ -53,3 +53,16 @@ def list_dir(path: str) -> list[str]:
         return os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def write_text(path: str, text: str) -> None:
+    """One write(2) of text, as `echo text > path` does; OSError carries the kernel's errno.
+
+    sysfs and procfs attributes take a whole value per write; O_TRUNC makes the
+    same call correct on a regular-file tree.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from msixd.errors import InvalidCpuList, KernelFormatError, MsixdError
 from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.files import list_dir, read_text
+from msixd.kernel.files import list_dir, read_text, write_text
 from msixd.kernel.pci import device_dir, pci_dev_id
 from msixd.kernel.roots import KernelRoots
 
@@ -194,11 +194,7 @@ def write_affinity(roots: KernelRoots, irq: int, cpulist: str) -> None:
     if not mode & stat.S_IWUSR:
         raise AffinityRefused(irq, "its affinity is managed by the kernel (smp_affinity_list is read-only)")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-        try:
-            os.write(fd, cpulist.encode())
-        finally:
-            os.close(fd)
+        write_text(path, cpulist)
     except OSError as err:
         if err.errno in (errno.EIO, errno.EPERM):
             raise AffinityRefused(irq, f"{os.strerror(err.errno)} (managed, per-CPU or no-balancing IRQ)") from err

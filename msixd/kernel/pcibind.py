@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from msixd.errors import MsixdError
-from msixd.kernel.files import list_dir, read_link_name
+from msixd.kernel.files import list_dir, read_link_name, write_text
 from msixd.kernel.pci import device_dir
 from msixd.kernel.roots import KernelRoots
 
@@ -27,11 +27,7 @@ class BindError(MsixdError):
 
 def _write(path: str, text: str, bdf: str, action: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+        write_text(path, text)
     except OSError as err:
         raise BindError(bdf, action, f"{path}: {os.strerror(err.errno)}") from err
 
