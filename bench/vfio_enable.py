@@ -84,7 +84,7 @@ def main() -> None:
         with grpc.insecure_channel(f"unix:{state / 'msixd.sock'}") as channel:
             stub = msix_pb2_grpc.MsixServiceStub(channel)
             for vectors in args.vectors:
-                for warm in range(2):  # first calls load modules' code paths and Python imports
+                for _ in range(2):  # first calls load modules' code paths and Python imports
                     direct(bdf, group, vectors), in_process(services, bdf, vectors), over_grpc(stub, bdf, vectors)
                 floor = statistics.median(direct(bdf, group, vectors) for _ in range(REPEAT))
                 owner = statistics.median(in_process(services, bdf, vectors) for _ in range(REPEAT))
