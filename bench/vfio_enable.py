@@ -26,9 +26,8 @@ import grpc
 from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.kernel.roots import KernelRoots
-from msixd.rpc.server import create_server, set_serving
-from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
+from tests.serving import serve
 from tests.vm import guest, rawvfio
 
 NVME = (0x1B36, 0x0010)
@@ -75,9 +74,7 @@ def main() -> None:
     state = Path(tempfile.mkdtemp())
     services = Services.build(KernelRoots(), state / "state.json")
     services.binding.bind(bdf)
-    server, health = create_server(MsixServicer(services), state / "msixd.sock")
-    server.start()
-    set_serving(health, True)
+    server = serve(services, state / "msixd.sock")
     results = {"kernel": os.uname().release, "device": bdf, "repeat": REPEAT, "vectors": {}}
     try:
         group = guest.iommu_group(bdf)
@@ -98,7 +95,7 @@ def main() -> None:
                 }
                 print(f"N={vectors}: {results['vectors'][str(vectors)]}", flush=True)
     finally:
-        server.stop(None).wait()
+        server.stop(None)
         services.binding.release(bdf)
         services.owner.close_all()
         if guest.driver_of(bdf) != before:

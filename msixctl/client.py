@@ -15,6 +15,7 @@ from msixd.api.msix.v1 import msix_pb2_grpc
 
 DEFAULT_SOCKET = "/run/msixd/msixd.sock"
 EXIT_DAEMON_ERROR = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 T = TypeVar("T")
@@ -29,13 +30,38 @@ class ClientError(Exception):
 
 
 @dataclass(frozen=True)
+class Tls:
+    ca: str
+    cert: str
+    key: str
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str, what: str) -> bytes:
+            try:
+                with open(path, "rb") as stream:
+                    return stream.read()
+            except OSError as err:
+                raise ClientError(f"cannot read the {what} {path}: {err.strerror}", EXIT_USAGE) from None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca, "CA certificate"),
+            private_key=read(self.key, "client key"),
+            certificate_chain=read(self.cert, "client certificate"),
+        )
+
+
+@dataclass(frozen=True)
 class Target:
+    """Where msixd is: its Unix socket, or host:port over mutual TLS."""
+
     socket: str
     timeout: float
+    tcp: str = ""
+    tls: Tls | None = None
 
     @property
     def address(self) -> str:
-        return f"unix:{os.path.abspath(self.socket)}"
+        return self.tcp or f"unix:{os.path.abspath(self.socket)}"
 
     def unreachable(self, reason: str) -> ClientError:
         return ClientError(
@@ -59,8 +85,14 @@ class Target:
 
 @contextmanager
 def connect(target: Target) -> Iterator[msix_pb2_grpc.MsixServiceStub]:
-    target.check_socket()
-    with grpc.insecure_channel(target.address) as channel:
+    if target.tcp:
+        if target.tls is None:
+            raise ClientError("--target needs --ca, --cert and --key: msixd's TCP listener is mutual TLS only", EXIT_USAGE)
+        channel = grpc.secure_channel(target.tcp, target.tls.credentials())
+    else:
+        target.check_socket()
+        channel = grpc.insecure_channel(target.address)
+    with channel:
         yield msix_pb2_grpc.MsixServiceStub(channel)
 
 
@@ -76,6 +108,8 @@ def call(target: Target, method: Callable[[msix_pb2_grpc.MsixServiceStub], T]) -
 def translate(target: Target, err: grpc.RpcError) -> ClientError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
+    if code == grpc.StatusCode.UNAVAILABLE and target.tcp:
+        return target.unreachable(f"{details} (a TLS handshake failure means the certificates do not match)")
     if code == grpc.StatusCode.UNAVAILABLE and ("connect" in (details or "").lower() or not details):
         return target.unreachable("connection refused: nobody listens on the socket")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

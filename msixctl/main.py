@@ -11,7 +11,7 @@ import grpc
 import typer
 
 from msixctl import render
-from msixctl.client import DEFAULT_SOCKET, ClientError, Target, call, connect, translate
+from msixctl.client import DEFAULT_SOCKET, ClientError, Target, Tls, call, connect, translate
 from msixctl.render import Output
 from msixd.api.msix.v1 import msix_pb2 as pb
 
@@ -42,9 +42,16 @@ class State:
 @app.callback()
 def options(
     socket: Annotated[str, typer.Option(envvar="MSIXD_SOCKET", help="msixd's Unix socket")] = DEFAULT_SOCKET,
+    target: Annotated[str, typer.Option(envvar="MSIXD_TARGET", help="host:port of a remote msixd (mutual TLS)")] = "",
+    ca: Annotated[str, typer.Option(envvar="MSIXD_CA", help="with --target: CA certificate that signed msixd's")] = "",
+    cert: Annotated[str, typer.Option(envvar="MSIXD_CERT", help="with --target: this client's certificate")] = "",
+    key: Annotated[str, typer.Option(envvar="MSIXD_KEY", help="with --target: this client's private key")] = "",
     timeout: Annotated[float, typer.Option(help="seconds to wait for an answer", min=0.1)] = 10.0,
 ) -> None:
-    State.target = Target(socket, timeout)
+    tls = Tls(ca, cert, key) if ca and cert and key else None
+    if target and tls is None:
+        raise typer.BadParameter("--target needs --ca, --cert and --key (msixd's TCP listener is mutual TLS only)")
+    State.target = Target(socket, timeout, target, tls)
 
 
 def _rpc(name: str, request: object) -> object:

@@ -1,98 +1,157 @@
-"""msixd: the daemon's entry point. One function builds every component; signals only set an event."""
+"""msixd: the daemon's entry point. One function builds every component; signals only set events."""
 
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from msixd import __version__, logs
+from msixd.config import DEFAULT_PATH, Config, ConfigError, load
 from msixd.errors import MsixdError
+from msixd.kernel import sdnotify
 from msixd.kernel.roots import KernelRoots
-from msixd.rpc.server import create_server, set_serving
+from msixd.rpc.access import Access, PeerRegistry
+from msixd.rpc.metrics import Metrics
+from msixd.rpc.server import Server, Tls
 from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
 
-DEFAULT_SOCKET = "/run/msixd/msixd.sock"
-DEFAULT_STATE_DIR = "/var/lib/msixd"
 log = structlog.get_logger("msixd")
+STOP_GRACE_SECONDS = 10
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="msixd",
-        description="Serve the host's MSI-X vectors, IRQs and irq domains over gRPC on a Unix socket.",
+        description="Serve the host's MSI-X vectors, IRQs and irq domains over gRPC, and place them on CPUs.",
+        epilog="Settings come from the configuration file; the options below override it. SIGHUP reloads the file.",
     )
-    parser.add_argument(
-        "--socket",
-        type=Path,
-        default=Path(os.environ.get("MSIXD_SOCKET", DEFAULT_SOCKET)),
-        help=f"Unix socket to serve on (env MSIXD_SOCKET; default {DEFAULT_SOCKET})",
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(os.environ.get("MSIXD_STATE_DIR", DEFAULT_STATE_DIR)),
-        help=f"where the desired state is kept across restarts (env MSIXD_STATE_DIR; default {DEFAULT_STATE_DIR})",
-    )
-    parser.add_argument(
-        "--root",
-        type=Path,
-        help="read sys/, proc/ and dev/ under this directory instead of / (a captured tree)",
-    )
-    parser.add_argument("--sysfs", type=Path, help="sysfs mount (default /sys)")
-    parser.add_argument("--procfs", type=Path, help="procfs mount (default /proc)")
-    parser.add_argument("--debugfs", type=Path, help="debugfs mount (default /sys/kernel/debug)")
-    parser.add_argument(
-        "--log-format", choices=("auto", "json", "console"), default="auto",
-        help="auto: console lines on a terminal, JSON otherwise",
-    )
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--config", type=Path, default=Path(os.environ.get("MSIXD_CONFIG", DEFAULT_PATH)),
+                        help=f"configuration file (env MSIXD_CONFIG; default {DEFAULT_PATH}; absent: defaults)")
+    parser.add_argument("--socket", type=Path, default=os.environ.get("MSIXD_SOCKET") or None,
+                        help="Unix socket to serve on (env MSIXD_SOCKET; default /run/msixd/msixd.sock)")
+    parser.add_argument("--state-dir", type=Path, default=os.environ.get("MSIXD_STATE_DIR") or None,
+                        help="where the desired state is kept (env MSIXD_STATE_DIR; default /var/lib/msixd)")
+    parser.add_argument("--root", type=Path, help="read sys/, proc/ and dev/ under this directory instead of /")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"),
+                        help="auto: console lines on a terminal, JSON otherwise")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--version", action="version", version=f"msixd {__version__}")
     return parser.parse_args(argv)
 
 
-def roots_from(args: argparse.Namespace) -> KernelRoots:
+def effective_config(args: argparse.Namespace) -> Config:
+    config = load(args.config)
+    overrides = {
+        "socket": args.socket, "state_dir": args.state_dir, "log_format": args.log_format, "log_level": args.log_level,
+    }
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def chgrp_socket(path: Path, group: str) -> None:
+    try:
+        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+    except KeyError:
+        log.warning("socket group does not exist; only root can connect", group=group, socket=str(path))
+
+
+class Daemon:
+    """Everything msixd runs, built from one Config."""
+
+    def __init__(self, config: Config, roots: KernelRoots) -> None:
+        self.config = config
+        self.services = Services.build(roots, config.state_dir / "state.json")
+        self.services.placement.banned = config.banned_cpus
+        self.access = Access(PeerRegistry(), config.socket_group, config.admin_group)
+        self.metrics = Metrics(self.services.inventory)
+        tls = None
+        if config.tls_cert and config.tls_key and config.tls_client_ca:
+            tls = Tls(config.tls_cert, config.tls_key, config.tls_client_ca)
+        self.server = Server(
+            MsixServicer(self.services, self.access, self.metrics),
+            config.socket, self.access.registry, config.tcp_listen, tls,
+        )
+
+    def start(self) -> None:
+        outcome = self.services.owner.restore()
+        self.server.start()
+        chgrp_socket(self.config.socket, self.config.socket_group)
+        metrics_port = self.metrics.serve(self.config.metrics_listen) if self.config.metrics_listen else None
+        log.info("serving", socket=str(self.config.socket), tcp_port=self.server.tcp_port or None,
+                 metrics_port=metrics_port, version=__version__, restored=len(outcome),
+                 not_restored={bdf: why for bdf, why in outcome.items() if why} or None)
+
+    def reload(self, path: Path) -> None:
+        """Apply what can change while running; a broken file changes nothing."""
+        try:
+            new = replace(load(path), socket=self.config.socket, state_dir=self.config.state_dir)
+        except ConfigError as err:
+            log.error("reload refused; the running configuration stays", error=str(err))
+            return
+        applied, need_restart = self.config.reload_changes(new)
+        self.services.placement.banned = new.banned_cpus
+        self.access.set_groups(new.socket_group, new.admin_group)
+        chgrp_socket(new.socket, new.socket_group)
+        logs.configure(new.log_format, new.log_level)
+        kept = {name: getattr(self.config, name) for name in need_restart}
+        self.config = replace(new, **kept)
+        log.info("configuration reloaded", applied=applied or None, need_restart=need_restart or None)
+
+    def stop(self) -> None:
+        """In-flight RPCs finish, every vector is released; the desired state stays saved."""
+        sdnotify.notify("STOPPING=1")
+        self.server.stop(STOP_GRACE_SECONDS)
+        self.services.owner.close_all()
+        log.info("stopped")
+
+
+def run(args: argparse.Namespace, config: Config) -> None:
+    stop, reload = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
     roots = KernelRoots.under(args.root) if args.root else KernelRoots()
-    overrides = {name: getattr(args, name) for name in ("sysfs", "procfs", "debugfs") if getattr(args, name)}
-    return KernelRoots(**{**roots.__dict__, **overrides})
-
-
-def run(args: argparse.Namespace, stop: threading.Event) -> None:
-    roots = roots_from(args)
-    services = Services.build(roots, args.state_dir / "state.json")
-    server, health = create_server(MsixServicer(services), args.socket)
-    services.owner.restore()
-    server.start()
-    set_serving(health, True)
-    log.info("serving", socket=str(args.socket), version=__version__, sysfs=str(roots.sysfs))
-    stop.wait()
-    log.info("stopping")
-    set_serving(health, False)
-    server.stop(grace=5).wait()
-    services.owner.close_all()
-    args.socket.unlink(missing_ok=True)
-    log.info("stopped")
+    daemon = Daemon(config, roots)
+    daemon.start()
+    sdnotify.notify("READY=1")
+    ping = sdnotify.watchdog_interval()
+    while True:
+        stop.wait(ping)
+        if reload.is_set():
+            reload.clear()
+            stop.clear()
+            daemon.reload(args.config)
+            continue
+        if stop.is_set():
+            break
+        sdnotify.notify("WATCHDOG=1")  # the loop is alive and nothing is stuck in it
+    daemon.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logs.configure(args.log_format, args.log_level)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     try:
-        run(args, stop)
+        config = effective_config(args)
+    except ConfigError as err:
+        logs.configure(args.log_format or "auto", "info")
+        log.error("cannot start: bad configuration", error=str(err))
+        return 1
+    logs.configure(config.log_format, config.log_level)
+    try:
+        run(args, config)
     except MsixdError as err:
         log.error("cannot start", error=str(err))
         return 1
     except PermissionError as err:
-        log.error("cannot start", error=str(err), hint="msixd needs root (or CAP_SYS_ADMIN for config space)")
+        log.error("cannot start", error=str(err), hint="msixd runs as root (or with CAP_SYS_ADMIN)")
         return 1
     return 0
 

@@ -32,3 +32,12 @@ def holders(roots: KernelRoots, path: str) -> list[Holder]:
                 found.append(Holder(int(pid), command or read_text(f"{roots.procfs}/{pid}/comm") or "?"))
                 break
     return found
+
+
+def groups_of(roots: KernelRoots, pid: int) -> frozenset[int]:
+    """Supplementary group ids of a live process ("Groups:" in /proc/<pid>/status); empty if it exited."""
+    status = read_text(f"{roots.procfs}/{pid}/status") or ""
+    for line in status.splitlines():
+        if line.startswith("Groups:"):
+            return frozenset(int(g) for g in line.split()[1:])
+    return frozenset()

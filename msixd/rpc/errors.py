@@ -16,6 +16,7 @@ from msixd.errors import (
 from msixd.kernel.irq import AffinityRefused, AffinityRejected
 from msixd.kernel.pcibind import BindError
 from msixd.kernel.vfio import PartialAllocation, VfioBusy, VfioError, VfioNoDevice
+from msixd.rpc.access import PermissionDenied
 
 STATUS_CODES: dict[type[MsixdError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -31,6 +32,7 @@ STATUS_CODES: dict[type[MsixdError], grpc.StatusCode] = {
     VfioNoDevice: grpc.StatusCode.NOT_FOUND,
     VfioError: grpc.StatusCode.FAILED_PRECONDITION,
     KernelFormatError: grpc.StatusCode.INTERNAL,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

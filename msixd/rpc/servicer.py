@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -15,7 +16,9 @@ from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.errors import MsixdError
 from msixd.rpc import convert
+from msixd.rpc.access import Access, PermissionDenied
 from msixd.rpc.errors import status_code
+from msixd.rpc.metrics import Metrics
 from msixd.service.services import Services
 
 log = structlog.get_logger(__name__)
@@ -25,35 +28,10 @@ _request_ids = itertools.count(1)
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
-@contextmanager
-def _request(name: str, request: Any, context: grpc.ServicerContext) -> Iterator[None]:
-    """Bind request fields to the log context and turn errors into gRPC statuses, once.
-
-    Expected errors (MsixdError) are logged as warnings with their code; anything
-    else is a bug, logged with its traceback and reported as INTERNAL without it.
-    """
-    fields = {"rpc": name, "peer": context.peer(), "request_id": next(_request_ids)}
-    if getattr(request, "bdf", ""):
-        fields["bdf"] = request.bdf
-    with structlog.contextvars.bound_contextvars(**fields):
-        try:
-            yield
-            return
-        except MsixdError as err:
-            code = status_code(err)
-            log.warning("request failed", code=code.name, error=str(err))
-            message = str(err)
-        except Exception as err:  # noqa: BLE001 - the daemon must outlive any request
-            code = grpc.StatusCode.INTERNAL
-            log.exception("request crashed")
-            message = f"internal error ({type(err).__name__}); see the msixd log"
-        context.abort(code, message)
-
-
 def rpc(handler: Handler) -> Handler:
     @functools.wraps(handler)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        with _request(handler.__name__, request, context):
+    def unary(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._request(handler.__name__, request, context):
             return handler(self, request, context)
 
     return unary  # type: ignore[return-value]
@@ -61,16 +39,55 @@ def rpc(handler: Handler) -> Handler:
 
 def rpc_stream(handler: Handler) -> Handler:
     @functools.wraps(handler)
-    def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        with _request(handler.__name__, request, context):
+    def streaming(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._request(handler.__name__, request, context):
             yield from handler(self, request, context)
 
     return streaming  # type: ignore[return-value]
 
 
 class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, access: Access, metrics: Metrics | None = None) -> None:
         self._s = services
+        self._access = access
+        self._metrics = metrics
+
+    @contextmanager
+    def _request(self, name: str, request: Any, context: grpc.ServicerContext) -> Iterator[None]:
+        """Identify and authorize the caller, bind request fields to the log context, and
+        turn errors into gRPC statuses, once.
+
+        Expected errors (MsixdError) are logged as warnings with their code; anything
+        else is a bug, logged with its traceback and reported as INTERNAL without it.
+        """
+        fields: dict[str, object] = {"rpc": name, "request_id": next(_request_ids)}
+        if getattr(request, "bdf", ""):
+            fields["bdf"] = request.bdf
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        with structlog.contextvars.bound_contextvars(**fields):
+            try:
+                peer = self._access.identify(context)
+                structlog.contextvars.bind_contextvars(peer=peer.describe())
+                self._access.check(peer, name, request)
+                yield
+                return
+            except PermissionDenied as err:
+                code = status_code(err)
+                log.warning("permission denied", uid=err.uid, pid=err.pid, error=str(err))
+                message = str(err)
+            except MsixdError as err:
+                code = status_code(err)
+                log.warning("request failed", code=code.name, error=str(err))
+                message = str(err)
+            except Exception as err:  # noqa: BLE001 - the daemon must outlive any request
+                code = grpc.StatusCode.INTERNAL
+                log.exception("request crashed")
+                message = f"internal error ({type(err).__name__}); see the msixd log"
+            finally:
+                if self._metrics is not None:
+                    self._metrics.observe(name, code.name, time.perf_counter() - started)
+            context.abort(code, message)
 
     # Reading
 
@@ -130,6 +147,8 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
     def SetAffinity(self, request: pb.SetAffinityRequest, context: grpc.ServicerContext) -> pb.SetAffinityResponse:
         bdf = request.bdf
         placed = self._s.placement.set_affinity(bdf, request.vector, request.cpus, request.force)
+        if self._metrics is not None:
+            self._metrics.affinity_changes.inc()
         audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
                    effective=sorted(placed.effective_affinity))
         return convert.placed(bdf, placed)
@@ -138,6 +157,8 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
     def Spread(self, request: pb.SpreadRequest, context: grpc.ServicerContext) -> pb.SpreadResponse:
         cpus, plan = self._s.placement.spread(request.bdf, request.cpus, request.dry_run, request.force)
         if not request.dry_run:
+            if self._metrics is not None:
+                self._metrics.affinity_changes.inc(sum(1 for p in plan if not p.error))
             audit.info("spread", cpus=sorted(cpus), placements={p.vector: p.cpu for p in plan if not p.error})
         return convert.spread(cpus, plan, request.dry_run)
 

@@ -45,11 +45,19 @@ class Placement:
         self._roots = roots
         self._inventory = inventory
         self._owner = owner
+        # CPUs the operator's configuration forbids, whatever the request says.
+        self.banned: frozenset[int] = frozenset()
 
     def _check_cpus(self, cpus: frozenset[int], force: bool) -> None:
         topology = system.read_cpus(self._roots)
         if not cpus:
             raise InvalidArgument("the CPU list is empty")
+        banned = cpus & self.banned
+        if banned:
+            raise FailedPrecondition(
+                f"CPU {format_cpulist(banned)} {'is' if len(banned) == 1 else 'are'} banned by msixd's "
+                "configuration (banned_cpus)"
+            )
         offline = cpus - topology.online
         if offline:
             raise InvalidArgument(
@@ -97,11 +105,11 @@ class Placement:
             self._check_cpus(cpus, force)
         else:
             local = device.pci.local_cpus or topology.online
-            cpus = (local & topology.online) - topology.isolated - topology.nohz_full
+            cpus = (local & topology.online) - topology.isolated - topology.nohz_full - self.banned
             if not cpus:
                 raise FailedPrecondition(
-                    f"{device.pci.bdf}'s local CPUs ({format_cpulist(local)}) are all offline, isolated or "
-                    "nohz_full: name CPUs with --cpus"
+                    f"{device.pci.bdf}'s local CPUs ({format_cpulist(local)}) are all offline, isolated, "
+                    "nohz_full or banned: name CPUs with --cpus"
                 )
         order = sorted(cpus)
         movable = [v for v in device.vectors if v.affinity_settable]

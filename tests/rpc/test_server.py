@@ -15,10 +15,10 @@ from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.errors import MsixdError
 from msixd.kernel.roots import KernelRoots
-from msixd.rpc.server import SERVICE_NAME, SocketInUse, create_server, prepare_socket, set_serving
-from msixd.rpc.servicer import MsixServicer
+from msixd.rpc.server import SERVICE_NAME, SocketInUse, prepare_socket
 from msixd.service.inventory import Inventory
 from msixd.service.services import Services
+from tests.serving import serve
 
 
 @pytest.fixture
@@ -29,12 +29,10 @@ def socket_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def channel(host_roots: KernelRoots, socket_path: Path) -> Iterator[grpc.Channel]:
     services = Services.build(host_roots, socket_path.parent / "state.json")
-    server, health = create_server(MsixServicer(services), socket_path)
-    server.start()
-    set_serving(health, True)
+    server = serve(services, socket_path)
     with grpc.insecure_channel(f"unix:{socket_path}") as channel:
         yield channel
-    server.stop(None).wait()
+    server.stop(None)
 
 
 @pytest.fixture

@@ -100,3 +100,11 @@ def test_watch_rates_from_per_cpu_counts(root: Path, tmp_path: Path) -> None:
 def test_watch_interval_bounds(services: Services) -> None:
     with pytest.raises(InvalidArgument, match="interval"):
         next(services.watcher.stream("0000:00:04.0", 0.01, 1, lambda: True))
+
+
+def test_banned_cpus_are_refused_even_with_force_and_left_out_of_spread(services: Services) -> None:
+    services.placement.banned = frozenset({1})
+    with pytest.raises(FailedPrecondition, match="banned"):
+        services.placement.set_affinity("0000:00:04.0", 2, "1", force=True)
+    cpus, _ = services.placement.spread("0000:00:04.0", dry_run=True)
+    assert cpus == {0}

@@ -21,10 +21,9 @@ from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.kernel.cpulist import parse_cpulist
 from msixd.kernel.roots import KernelRoots
-from msixd.rpc.server import create_server, set_serving
-from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
 from tests import truth
+from tests.serving import serve
 from tests.vm import guest
 
 pytestmark = pytest.mark.vm
@@ -40,15 +39,13 @@ class Msixd:
         self.socket = state_dir / "msixd.sock"
         self.services = Services.build(KernelRoots(), state_dir / "state.json")
         self.services.owner.restore()
-        self.server, health = create_server(MsixServicer(self.services), self.socket)
-        self.server.start()
-        set_serving(health, True)
+        self.server = serve(self.services, self.socket)
         self.channel = grpc.insecure_channel(f"unix:{self.socket}")
         self.stub = msix_pb2_grpc.MsixServiceStub(self.channel)
 
     def stop(self) -> None:
         self.channel.close()
-        self.server.stop(None).wait()
+        self.server.stop(None)
         self.services.owner.close_all()
 
 

@@ -1,0 +1,62 @@
+"""Prometheus metrics on an optional localhost HTTP port (prometheus-client).
+
+RPC latency and errors are observed by the servicer; per-vector interrupt
+counts are read from the inventory when Prometheus scrapes, so they cost
+nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from msixd.errors import MsixdError
+from msixd.service.inventory import Inventory
+
+log = structlog.get_logger(__name__)
+
+
+class VectorCollector(Collector):
+    def __init__(self, inventory: Inventory) -> None:
+        self._inventory = inventory
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        interrupts = CounterMetricFamily(
+            "msixd_vector_interrupts", "Interrupts counted per MSI-X vector (all CPUs)", labels=["bdf", "vector", "irq"]
+        )
+        try:
+            devices = self._inventory.list_devices(include_vectors=True)
+        except MsixdError as err:
+            log.warning("metrics: inventory failed", error=str(err))
+            devices = []
+        for device in devices:
+            for vector in device.vectors:
+                interrupts.add_metric([device.pci.bdf, str(vector.index), str(vector.irq)], vector.total_count)
+        yield interrupts
+
+
+class Metrics:
+    def __init__(self, inventory: Inventory) -> None:
+        self.registry = CollectorRegistry()
+        self.rpc_seconds = Histogram(
+            "msixd_rpc_duration_seconds", "Time to answer an RPC", ["rpc"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.rpc_errors = Counter("msixd_rpc_errors", "RPCs answered with an error, by code", ["code"], registry=self.registry)
+        self.affinity_changes = Counter("msixd_affinity_changes", "Vector placements applied", registry=self.registry)
+        self.registry.register(VectorCollector(inventory))
+
+    def observe(self, rpc: str, code: str, seconds: float) -> None:
+        if rpc != "Watch":  # a stream's length is the client's choice, not a latency
+            self.rpc_seconds.labels(rpc).observe(seconds)
+        if code != "OK":
+            self.rpc_errors.labels(code).inc()
+
+    def serve(self, listen: str) -> int:
+        host, _, port = listen.rpartition(":")
+        server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        return server.server_port

@@ -1,0 +1,17 @@
+"""A started msixd Server for tests, exactly as the daemon builds it (minus the config file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msixd.rpc.access import Access, PeerRegistry
+from msixd.rpc.server import Server
+from msixd.rpc.servicer import MsixServicer
+from msixd.service.services import Services
+
+
+def serve(services: Services, socket_path: Path, **server_args: object) -> Server:
+    access = Access(PeerRegistry(), socket_group="msixd", admin_group="msixd-admin")
+    server = Server(MsixServicer(services, access), socket_path, access.registry, **server_args)  # type: ignore[arg-type]
+    server.start()
+    return server
