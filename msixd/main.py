@@ -61,6 +61,8 @@ def chgrp_socket(path: Path, group: str) -> None:
         os.chown(path, -1, grp.getgrnam(group).gr_gid)
     except KeyError:
         log.warning("socket group does not exist; only root can connect", group=group, socket=str(path))
+    except OSError as err:
+        log.warning("cannot give the socket to its group; only root can connect", group=group, error=str(err))
 
 
 class Daemon:

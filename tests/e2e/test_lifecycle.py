@@ -1,0 +1,42 @@
+"""msixd speaks systemd's notify protocol and stops gracefully (issue 5)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import REPO
+
+
+def test_ready_watchdog_and_stopping(tmp_path: Path, tree: object) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    sock = tmp_path / "msixd.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "msixd.main", "--socket", str(sock), "--state-dir", str(tmp_path / "state"),
+         "--config", str(tmp_path / "absent.toml"), "--root", str(tree("host-6.18")), "--log-format", "json"],  # type: ignore[operator]
+        cwd=REPO, env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert notify.recv(64) == b"READY=1"
+        assert sock.exists(), "READY=1 comes once the socket is served"
+        started = time.monotonic()
+        assert notify.recv(64) == b"WATCHDOG=1"
+        assert notify.recv(64) == b"WATCHDOG=1"
+        assert time.monotonic() - started < 2, "pings every WATCHDOG_USEC/2"
+        proc.terminate()
+        messages = []
+        while not messages or messages[-1] == b"WATCHDOG=1":
+            messages.append(notify.recv(64))
+        assert messages[-1] == b"STOPPING=1"
+        assert proc.wait(timeout=30) == 0
+        assert not sock.exists(), "the socket is removed on the way down"
+    finally:
+        proc.kill()
+        notify.close()
