@@ -41,7 +41,10 @@ def parse_irq(irq: int, text: str) -> DebugfsIrq:
                 chain.append((domain, chip, hwirq))
             domain, chip, hwirq = value, "", 0
         elif key == "hwirq" and domain:
-            hwirq = int(value, 16) if value.startswith("0x") else int(value or 0)
+            try:  # "0x%lx" in every kernel seen; anything else is not a number we can trust
+                hwirq = int(value, 16) if value.startswith("0x") else int(value)
+            except ValueError:
+                pass
         elif key == "chip" and domain and not chip:
             chip = value
     if domain:

@@ -14,9 +14,15 @@ _CHUNK = 65536
 
 
 def read_bytes(path: str) -> bytes | None:
+    """The whole file, or None when it cannot be read as an attribute.
+
+    Missing, a directory, write-only (sysfs "remove"), or an error from the
+    kernel while reading (EIO, ENODEV: the device went away between open and
+    read): for an attribute all of these mean "no value now".
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return None
     try:
         data = os.read(fd, _CHUNK)
@@ -26,8 +32,8 @@ def read_bytes(path: str) -> bytes | None:
         while chunk := os.read(fd, _CHUNK):
             parts.append(chunk)
         return b"".join(parts)
-    except (FileNotFoundError, ProcessLookupError):
-        return None  # the object was removed between open and read
+    except OSError:
+        return None
     finally:
         os.close(fd)
 

@@ -1,0 +1,84 @@
+"""Every parser on arbitrary and truncated kernel text: a typed error or a value, nothing else (issue 6)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from msixd.config import ConfigError, parse
+from msixd.errors import InvalidBdf, InvalidCpuList
+from msixd.kernel.cpulist import parse_cpulist, parse_cpumask
+from msixd.kernel.debugfs import parse_irq
+from msixd.kernel.pci import MsixProbe, find_msix, parse_bdf
+from tests.fixturetree import FIXTURES
+
+CASES = settings(max_examples=400, deadline=None)
+cpu_text = st.one_of(
+    st.text(),
+    st.from_regex(r"[0-9,\-:/ \n]{0,40}", fullmatch=True),
+    st.sampled_from(["0-", "3-1", "4294967296", "-1", "1,,2", "0-15:2/4", "0-7:0/4", "\n", "(null)"]),
+)
+
+
+@CASES
+@given(cpu_text)
+def test_cpulist(text: str) -> None:
+    try:
+        cpus = parse_cpulist(text)
+    except InvalidCpuList:
+        return
+    assert all(isinstance(c, int) and 0 <= c < 8192 for c in cpus)
+
+
+@CASES
+@given(st.one_of(st.text(), st.from_regex(r"[0-9a-fA-F,]{0,40}", fullmatch=True)))
+def test_cpumask(text: str) -> None:
+    try:
+        parse_cpumask(text)
+    except InvalidCpuList:
+        pass
+
+
+@CASES
+@given(st.text(max_size=40))
+def test_bdf(text: str) -> None:
+    try:
+        bdf = parse_bdf(text)
+    except InvalidBdf:
+        return
+    assert len(bdf) == 12 and "/" not in bdf
+
+
+REAL_CONFIGS = [p.read_bytes() for p in sorted(FIXTURES.glob("*/sys/bus/pci/devices/*/config"))]
+
+
+@CASES
+@given(st.one_of(st.binary(max_size=4096), st.sampled_from(REAL_CONFIGS).flatmap(
+    lambda real: st.tuples(st.integers(0, len(real)), st.binary(max_size=64)).map(
+        lambda cut: real[: cut[0]] + cut[1]))))
+def test_config_space(config: bytes) -> None:
+    """Random and truncated-then-corrupted real config spaces: a probe result, never an exception."""
+    probe, capability = find_msix(config)
+    assert (capability is not None) == (probe is MsixProbe.PRESENT)
+    if capability is not None:
+        assert 1 <= capability.table_size <= 2048
+
+
+REAL_DEBUGFS = [p.read_text() for p in sorted((FIXTURES / "debugfs-irqs").glob("*.txt"))]
+
+
+@CASES
+@given(st.one_of(st.text(), st.sampled_from(REAL_DEBUGFS).flatmap(
+    lambda real: st.tuples(st.integers(0, len(real)), st.text(max_size=30)).map(lambda cut: real[: cut[0]] + cut[1]))))
+def test_debugfs_irq(text: str) -> None:
+    info = parse_irq(1, text)
+    assert all(isinstance(hwirq, int) for _, _, hwirq in info.chain)
+
+
+@CASES
+@given(st.one_of(st.text(), st.from_regex(r'(\w+ = ("[^"\n]*"|\d+|\[)\n){0,4}', fullmatch=True)))
+def test_config_file(text: str) -> None:
+    try:
+        parse(text)
+    except ConfigError as err:
+        assert str(err)
