@@ -7,6 +7,7 @@ back), and report an IRQ the kernel will not move as such instead of retrying.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import structlog
@@ -47,6 +48,9 @@ class Placement:
         self._owner = owner
         # CPUs the operator's configuration forbids, whatever the request says.
         self.banned: frozenset[int] = frozenset()
+        # A write and its record in the saved state happen as one: concurrent
+        # placements of a vector must not leave the kernel and the state apart.
+        self._lock = threading.Lock()
 
     def _check_cpus(self, cpus: frozenset[int], force: bool) -> None:
         topology = system.read_cpus(self._roots)
@@ -83,15 +87,16 @@ class Placement:
     def _place(self, bdf: str, vector: Vector, cpus: frozenset[int]) -> Placed:
         if not vector.affinity_settable:
             raise kirq.AffinityRefused(vector.irq, vector.affinity_reason)
-        kirq.write_affinity(self._roots, vector.irq, format_cpulist(cpus))
-        after = kirq.read_proc_irq(self._roots, vector.irq)
+        with self._lock:
+            kirq.write_affinity(self._roots, vector.irq, format_cpulist(cpus))
+            after = kirq.read_proc_irq(self._roots, vector.irq)
+            self._owner.remember_affinity(bdf, vector.index, cpus)
         placed = Placed(
             vector=vector.index,
             irq=vector.irq,
             affinity=after.affinity if after else cpus,
             effective_affinity=after.effective_affinity if after else frozenset(),
         )
-        self._owner.remember_affinity(bdf, vector.index, cpus)
         log.info("affinity set", bdf=bdf, vector=vector.index, irq=vector.irq, cpus=format_cpulist(cpus),
                  effective=format_cpulist(placed.effective_affinity))
         return placed

@@ -9,6 +9,7 @@ import pytest
 
 from msixd.errors import FailedPrecondition, InvalidArgument, InvalidCpuList, VectorNotFound
 from msixd.kernel.irq import AffinityRefused
+from msixd.kernel.cpulist import parse_cpulist
 from msixd.kernel.roots import KernelRoots
 from msixd.service.services import Services
 from msixd.service.watch import Watcher
@@ -108,3 +109,42 @@ def test_banned_cpus_are_refused_even_with_force_and_left_out_of_spread(services
         services.placement.set_affinity("0000:00:04.0", 2, "1", force=True)
     cpus, _ = services.placement.spread("0000:00:04.0", dry_run=True)
     assert cpus == {0}
+
+
+def test_concurrent_placements_leave_kernel_and_state_agreeing(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving that tears them apart without a lock: A writes the kernel, B writes and
+    records, then A records. The first write waits (at most 0.5 s) for B to finish."""
+    import threading
+
+    from msixd.kernel import irq as kirq
+    from tests.fakes.vfio import FakeDevice, FakeVfio
+
+    device = root / "sys/bus/pci/devices/0000:00:03.0"
+    (device / "driver").unlink()
+    (device / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
+    (device / "iommu_group").symlink_to("../../../kernel/iommu_groups/7")
+    fake = FakeVfio({"0000:00:03.0": FakeDevice(table_size=8, dynamic=True)})
+    services = Services.build(KernelRoots.under(root), tmp_path / "state.json", vfio_api=fake)  # type: ignore[arg-type]
+    services.owner.enable("0000:00:03.0", 3)
+    b_done = threading.Event()
+    real_write, first = kirq.write_affinity, []
+
+    def write(roots: KernelRoots, irq: int, cpus: str) -> None:
+        real_write(roots, irq, cpus)
+        if not first:
+            first.append(cpus)
+            b_done.wait(0.5)
+
+    monkeypatch.setattr(kirq, "write_affinity", write)
+    a = threading.Thread(target=services.placement.set_affinity, args=("0000:00:03.0", 0, "0"))
+    a.start()
+    while not first:
+        pass
+    b = threading.Thread(target=lambda: (services.placement.set_affinity("0000:00:03.0", 0, "1"), b_done.set()))
+    b.start()
+    a.join()
+    b.join()
+    kernel = (root / "proc/irq/37/smp_affinity_list").read_text()
+    assert services.owner.desired()["0000:00:03.0"].affinities[0] == sorted(parse_cpulist(kernel))
