@@ -15,6 +15,11 @@ from msixctl.client import DEFAULT_SOCKET, ClientError, Target, Tls, call, conne
 from msixctl.render import Output
 from msixd.api.msix.v1 import msix_pb2 as pb
 
+try:  # typer 0.2x carries its own copy of click
+    from typer._click.exceptions import UsageError
+except ImportError:  # older typer depends on click
+    from click.exceptions import UsageError  # type: ignore[no-redef]
+
 app = typer.Typer(
     name="msixctl",
     help=(
@@ -269,8 +274,17 @@ def _watch_table(sample: pb.WatchSample) -> object:
 
 
 def main() -> None:
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")  # no command: teach, do not complain
     try:
-        app()
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except UsageError as err:
+        where = f"msixctl {err.ctx.command.name} --help" if err.ctx and err.ctx.command.name != "msixctl" else "msixctl --help"
+        print(f"msixctl: {err.format_message()} (see {where})", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
     except ClientError as err:
         print(f"msixctl: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

@@ -165,3 +165,24 @@ def test_msixctl_imports_only_the_api_and_itself() -> None:
             for name in names:
                 if name.startswith("msixd"):
                     assert name.startswith("msixd.api"), f"{path.name} imports {name}"
+
+
+COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_with_bad_arguments_is_one_line(command: str, tmp_path: Path) -> None:
+    """Issue 6: non-zero, one line on stderr, no traceback: a bad option, and a bad BDF with no daemon."""
+    bad_option = msixctl(command, "--no-such-option")
+    assert bad_option.returncode == 2
+    assert bad_option.stderr.count("\n") == 1 and bad_option.stderr.startswith("msixctl: ") and bad_option.stdout == ""
+    arguments = {"enable": ["--vectors", "2"], "trigger": ["1"], "affinity": ["1", "0"]}.get(command, [])
+    bdf_first = command not in ("list", "domains", "status")
+    no_daemon = msixctl("--socket", str(tmp_path / "none.sock"), command, *(["../../x"] if bdf_first else []), *arguments)
+    assert no_daemon.returncode == 3
+    assert no_daemon.stderr.count("\n") == 1 and "Traceback" not in no_daemon.stderr
+
+
+def test_no_arguments_shows_help() -> None:
+    done = msixctl()
+    assert done.returncode == 0 and "Usage:" in done.stdout and done.stderr == ""
