@@ -84,6 +84,7 @@ class Daemon:
 
     def start(self) -> None:
         outcome = self.services.owner.restore()
+        self.services.keeper.start()
         self.server.start()
         chgrp_socket(self.config.socket, self.config.socket_group)
         metrics_port = self.metrics.serve(self.config.metrics_listen) if self.config.metrics_listen else None
@@ -111,6 +112,7 @@ class Daemon:
         """In-flight RPCs finish, every vector is released; the desired state stays saved."""
         sdnotify.notify("STOPPING=1")
         self.server.stop(STOP_GRACE_SECONDS)
+        self.services.keeper.stop()
         self.services.owner.close_all()
         log.info("stopped")
 

@@ -46,6 +46,9 @@ VFIO_DEVICE_FLAGS_PCI = 1 << 1
 
 VFIO_PCI_CONFIG_REGION_INDEX = 7
 VFIO_PCI_MSIX_IRQ_INDEX = 2
+# The kernel signals it when it wants the device back (unbind, hot removal):
+# vfio_unregister_group_dev() waits for the user to close the device.
+VFIO_PCI_REQ_IRQ_INDEX = 4
 
 VFIO_IRQ_INFO_EVENTFD = 1 << 0
 VFIO_IRQ_INFO_NORESIZE = 1 << 3
@@ -285,6 +288,12 @@ def msix_trigger(device_fd: int, start: int, count: int = 1) -> None:
     """Loopback: signal the eventfds of vectors start..start+count-1 as an interrupt would."""
     flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER
     device_set_irqs(device_fd, VFIO_PCI_MSIX_IRQ_INDEX, flags, start, count)
+
+
+def request_set_trigger(device_fd: int, fd: int) -> None:
+    """Install (fd >= 0) or remove (-1) the eventfd the kernel signals to ask for the device back."""
+    flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER
+    device_set_irqs(device_fd, VFIO_PCI_REQ_IRQ_INDEX, flags, 0, 1, struct.pack("=i", fd))
 
 
 def close(fd: int) -> None:

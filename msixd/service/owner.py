@@ -14,7 +14,9 @@ affinity.
 from __future__ import annotations
 
 import enum
+import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +68,8 @@ class OwnedDevice:
     allocated: int = 0
     # Interrupts counted on each index's eventfds so far.
     counts: dict[int, int] = field(default_factory=dict)
+    # Signalled by the kernel when it wants the device back (-1: none installed).
+    request_fd: int = -1
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -182,6 +186,14 @@ class Owner:
             self._close(owned)
             raise
         owned.table_size, owned.dynamic = info.count, not info.noresize
+        owned.request_fd = vfio.new_eventfd()
+        try:
+            vfio.request_set_trigger(device_fd, owned.request_fd)
+        except VfioError as err:
+            vfio.close(owned.request_fd)
+            owned.request_fd = -1
+            log.warning("no release channel: unbinding or removing the device will wait for msixd to stop",
+                        bdf=bdf, error=str(err))
         log.info("device opened", bdf=bdf, group=group.group, table_size=info.count, dynamic=owned.dynamic)
         return owned
 
@@ -196,6 +208,9 @@ class Owner:
         for fd in device.eventfds.values():
             self._vfio.close(fd)
         device.eventfds.clear()
+        if device.request_fd >= 0:
+            self._vfio.close(device.request_fd)
+            device.request_fd = -1
         self._vfio.close(device.device_fd)
         group = self._groups[device.group]
         group.users.discard(device.bdf)
@@ -389,6 +404,14 @@ class Owner:
             self._store.save(self._desired)
             return state
 
+    def restore_one(self, bdf: str, state: DeviceState) -> None:
+        """Own the device again as the saved state says: its vector count, then its placements."""
+        self.enable(bdf, state.vectors)
+        device = self._devices[bdf]
+        with device.lock:
+            self._apply_affinities(device, {i: frozenset(c) for i, c in state.affinities.items()})
+        log.info("state re-applied", bdf=bdf, vectors=state.vectors, affinities=len(state.affinities))
+
     def restore(self) -> dict[str, str]:
         """Re-apply the saved state at start. Returns bdf -> "" or what went wrong."""
         outcome = {}
@@ -396,16 +419,41 @@ class Owner:
             if state.vectors == 0:
                 continue
             try:
-                self.enable(bdf, state.vectors)
-                device = self._devices[bdf]
-                with device.lock:
-                    self._apply_affinities(device, {i: frozenset(c) for i, c in state.affinities.items()})
+                self.restore_one(bdf, state)
                 outcome[bdf] = ""
-                log.info("state re-applied", bdf=bdf, vectors=state.vectors, affinities=len(state.affinities))
             except Exception as err:  # noqa: BLE001 - one device's trouble must not stop the others
                 outcome[bdf] = str(err)
                 log.warning("state not re-applied", bdf=bdf, error=str(err))
         return outcome
+
+    def handle_release_requests(self, timeout: float) -> list[str]:
+        """Wait up to timeout for the kernel to ask for devices back, and give them back.
+
+        Unbinding a device from vfio-pci, or removing it, blocks in the kernel
+        until its user closes it. The desired state stays: the Keeper decides
+        whether the device is to be taken back.
+        """
+        with self._lock:
+            waiting = {d.request_fd: d for d in self._devices.values() if d.request_fd >= 0}
+        if not waiting:
+            time.sleep(timeout)
+            return []
+        poller = select.poll()
+        for fd in waiting:
+            poller.register(fd, select.POLLIN)
+        released = []
+        for fd, _ in poller.poll(timeout * 1000):
+            device = waiting[fd]
+            with self._lock:
+                if self._devices.get(device.bdf) is not device:
+                    continue  # released meanwhile
+                with device.lock:
+                    self._drain(device)
+                    del self._devices[device.bdf]
+                    self._close(device)
+            log.warning("the kernel asked for the device back (unbind or removal); released it", bdf=device.bdf)
+            released.append(device.bdf)
+        return released
 
     def close_all(self) -> None:
         """Shut down: disable MSI-X on every owned device and close everything (state is kept)."""

@@ -10,6 +10,7 @@ from msixd.kernel import vfio
 from msixd.kernel.roots import KernelRoots
 from msixd.service.binding import Binding
 from msixd.service.inventory import Inventory
+from msixd.service.keeper import Keeper
 from msixd.service.owner import Owner
 from msixd.service.placement import Placement
 from msixd.service.state import StateStore
@@ -23,15 +24,18 @@ class Services:
     placement: Placement
     binding: Binding
     watcher: Watcher
+    keeper: Keeper
 
     @classmethod
     def build(cls, roots: KernelRoots, state_file: Path, vfio_api: ModuleType = vfio) -> Services:
         owner = Owner(roots, StateStore(state_file), vfio_api)
         inventory = Inventory(roots, owner)
+        binding = Binding(roots, owner)
         return cls(
             inventory=inventory,
             owner=owner,
             placement=Placement(roots, inventory, owner),
-            binding=Binding(roots, owner),
+            binding=binding,
             watcher=Watcher(inventory, owner),
+            keeper=Keeper(roots, owner, binding),
         )

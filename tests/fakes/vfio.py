@@ -23,6 +23,7 @@ class FakeDevice:
     enabled: bool = False
     allocated: int = 0
     triggers: dict[int, int] = field(default_factory=dict)  # index -> eventfd
+    request: int = -1  # the eventfd the "kernel" signals to ask for the device back
     # When set, enabling allocates at most this many vectors (a partial allocation).
     capacity: int | None = None
 
@@ -124,6 +125,13 @@ class FakeVfio:
                 device.allocated = vector + 1
             device.triggers[vector] = fd
 
+    def request_set_trigger(self, device_fd: int, fd: int) -> None:
+        self._device(device_fd).request = fd
+
+    def ask_back(self, bdf: str) -> None:
+        """What unbind or hot removal does: signal the request eventfd."""
+        os.eventfd_write(self.devices[bdf].request, 1)
+
     def msix_disable(self, device_fd: int) -> None:
         device = self._device(device_fd)
         self.calls.append(("msix_disable", ()))
@@ -151,6 +159,7 @@ class FakeVfio:
             device = self._device_by_name(what[1])  # type: ignore[index]
             device.enabled, device.allocated = False, 0  # vfio_pci_core_disable on release
             device.triggers.clear()
+            device.request = -1
         os.close(fd)
 
     def _device_by_name(self, bdf: str) -> FakeDevice:

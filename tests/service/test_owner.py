@@ -13,6 +13,8 @@ from msixd.errors import FailedPrecondition, GroupHeld, InvalidArgument, VectorN
 from msixd.kernel import vfio as real_vfio
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.vfio import PartialAllocation
+from msixd.service.binding import Binding
+from msixd.service.keeper import Keeper
 from msixd.service.owner import Owner, ResizePath
 from msixd.service.state import StateStore
 from tests.fakes.vfio import FakeDevice, FakeVfio
@@ -176,3 +178,42 @@ def test_noiommu_group_uses_the_noiommu_container(roots: KernelRoots, tmp_path: 
     owner.enable(BDF, 2)
     assert fake.noiommu_groups == {7}
     assert ("set_iommu", (real_vfio.VFIO_NOIOMMU_IOMMU,)) in fake.calls
+
+
+def _keeper(roots: KernelRoots, owner: Owner) -> Keeper:
+    return Keeper(roots, owner, Binding(roots, owner))
+
+
+def test_removed_device_is_released_then_taken_back_when_it_returns(roots: KernelRoots, tmp_path: Path) -> None:
+    owner, fake = make_owner(roots, tmp_path)
+    owner.enable(BDF, 4)
+    owner.remember_affinity(BDF, 1, frozenset({1}))
+    keeper = _keeper(roots, owner)
+    fake.ask_back(BDF)  # what `echo 1 > .../remove` does first
+    keeper.released(owner.handle_release_requests(timeout=1))
+    assert owner.owned(BDF) is None and fake.open_fds == 0 and not fake.open_groups, "released at once"
+    device = roots.sysfs / "bus/pci/devices" / BDF
+    device.rename(device.with_name("gone"))  # removed
+    keeper.step()
+    assert owner.owned(BDF) is None
+    device.with_name("gone").rename(device)  # rescanned, and on vfio-pci again
+    keeper.step()
+    assert owner.owned(BDF) is not None and sorted(fake.devices[BDF].triggers) == [0, 1, 2, 3]
+    assert owner.desired()[BDF].affinities == {1: [1]}
+
+
+def test_unbound_device_is_released_and_left_alone(
+    roots: KernelRoots, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner, fake = make_owner(roots, tmp_path)
+    owner.enable(BDF, 2)
+    keeper = _keeper(roots, owner)
+    fake.ask_back(BDF)  # an operator's unbind: the device stays
+    keeper.released(owner.handle_release_requests(timeout=1))
+    assert owner.owned(BDF) is None
+    monkeypatch.setattr("msixd.service.keeper.REMOVAL_GRACE_SECONDS", 0.0)
+    keeper.step()
+    keeper.step()
+    assert owner.owned(BDF) is None
+    keeper.step()
+    assert owner.owned(BDF) is None, "not taken back"

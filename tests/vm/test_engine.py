@@ -18,35 +18,15 @@ import grpc
 import pytest
 
 from msixd.api.msix.v1 import msix_pb2 as pb
-from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.roots import KernelRoots
-from msixd.service.services import Services
 from tests import truth
-from tests.serving import serve
+from tests.vm.inprocess import Msixd
 from tests.vm import guest
 
 pytestmark = pytest.mark.vm
 
 E1000E = (0x8086, 0x10D3)
 NVME = (0x1B36, 0x0010)
-
-
-class Msixd:
-    """An in-process msixd on the guest's real roots."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.socket = state_dir / "msixd.sock"
-        self.services = Services.build(KernelRoots(), state_dir / "state.json")
-        self.services.owner.restore()
-        self.server = serve(self.services, self.socket)
-        self.channel = grpc.insecure_channel(f"unix:{self.socket}")
-        self.stub = msix_pb2_grpc.MsixServiceStub(self.channel)
-
-    def stop(self) -> None:
-        self.channel.close()
-        self.server.stop(None)
-        self.services.owner.close_all()
 
 
 @pytest.fixture

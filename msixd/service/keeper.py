@@ -1,0 +1,92 @@
+"""Keeps owned devices owned: lets go when the kernel asks, takes them back when they return.
+
+The kernel asks for a device back both when an operator unbinds it from
+vfio-pci and when it is being removed (hot unplug, `remove` in sysfs). The two
+look the same at that moment; what follows tells them apart: a removed device
+disappears from sysfs, an unbound one stays. Only a device that disappeared
+and came back (a rescan, a re-plug) is taken back, bound to vfio-pci again if
+msixd had bound it, with its vector count and placements. An unbound one is
+left to the operator.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from msixd.errors import DeviceNotFound, MsixdError
+from msixd.kernel import pci
+from msixd.kernel.roots import KernelRoots
+from msixd.service.binding import Binding
+from msixd.service.owner import Owner
+
+log = structlog.get_logger(__name__)
+# How long a device asked back may still be seen before it counts as unbound, not removed.
+REMOVAL_GRACE_SECONDS = 10.0
+
+
+class Keeper:
+    def __init__(self, roots: KernelRoots, owner: Owner, binding: Binding) -> None:
+        self._roots = roots
+        self._owner = owner
+        self._binding = binding
+        self._asked: dict[str, float] = {}  # bdf -> when the kernel asked for it
+        self._gone: set[str] = set()  # asked for, then seen absent: removed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def released(self, bdfs: list[str]) -> None:
+        """The owner gave these devices back because the kernel asked."""
+        for bdf in bdfs:
+            self._asked[bdf] = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.released(self._owner.handle_release_requests(timeout=0.5))
+                self.step()
+            except Exception:  # noqa: BLE001 - the keeper must not die of one device
+                log.exception("keeper step failed")
+
+    def _present(self, bdf: str) -> pci.PciDevice | None:
+        try:
+            return pci.read_device(self._roots, bdf)
+        except DeviceNotFound:
+            return None
+
+    def step(self) -> None:
+        for bdf, asked_at in list(self._asked.items()):
+            if self._present(bdf) is None:
+                del self._asked[bdf]
+                self._gone.add(bdf)
+                log.warning("device removed; msixd will take it back if it returns", bdf=bdf)
+            elif time.monotonic() - asked_at > REMOVAL_GRACE_SECONDS:
+                del self._asked[bdf]
+                log.warning("device was unbound from vfio-pci, not removed: left alone "
+                            "(msixctl bind/enable take it again)", bdf=bdf)
+        desired = self._owner.desired()
+        for bdf in list(self._gone):
+            device = self._present(bdf)
+            state = desired.get(bdf)
+            if state is None or state.vectors == 0:
+                self._gone.discard(bdf)
+                continue
+            if device is None:
+                continue
+            try:
+                if device.driver != "vfio-pci" and state.previous_driver is not None:
+                    self._binding.bind(bdf)
+                self._owner.restore_one(bdf, state)
+                self._gone.discard(bdf)
+                log.info("device returned and was taken back", bdf=bdf, vectors=state.vectors)
+            except MsixdError as err:
+                log.warning("device returned but could not be taken back yet", bdf=bdf, error=str(err))

@@ -1,0 +1,105 @@
+"""Faults on real kernels (issue 6): a device hot-removed while owned and watched, and
+msixd killed with SIGKILL. Each injects the fault for real inside the guest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from msixd.api.msix.v1 import msix_pb2 as pb
+from tests.vm import guest
+from tests.vm.inprocess import Msixd
+from tests.vm.test_daemon import start, stub
+
+pytestmark = pytest.mark.vm
+
+E1000E = (0x8086, 0x10D3)
+NVME = (0x1B36, 0x0010)
+
+
+def wait_for(condition: object, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_hot_removed_device_is_reported_and_taken_back_after_rescan(tmp_path: Path) -> None:
+    bdf = guest.find_device(*E1000E)
+    nvme = guest.find_device(*NVME)
+    before = guest.driver_of(bdf)
+    msixd = Msixd(tmp_path)
+    try:
+        msixd.stub.Bind(pb.BindRequest(bdf=bdf))
+        msixd.stub.Enable(pb.EnableRequest(bdf=bdf, vectors=4))
+        msixd.stub.SetAffinity(pb.SetAffinityRequest(bdf=bdf, vector=1, cpus="1"))
+        watch_end: list[grpc.StatusCode] = []
+
+        def watch() -> None:
+            try:
+                for _ in msixd.stub.Watch(pb.WatchRequest(bdf=bdf, interval_ms=200, count=0)):
+                    pass
+            except grpc.RpcError as err:
+                watch_end.append(err.code())
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        time.sleep(1)
+        # The kernel blocks this write until msixd closes the device: it must let go.
+        removal = subprocess.run(["sh", "-c", f"echo 1 > /sys/bus/pci/devices/{bdf}/remove"], timeout=60)
+        assert removal.returncode == 0 and not Path(f"/sys/bus/pci/devices/{bdf}").exists()
+        watcher.join(timeout=30)
+        assert watch_end == [grpc.StatusCode.NOT_FOUND], "the watch ends: the device is gone"
+        with pytest.raises(grpc.RpcError) as err:
+            msixd.stub.GetDevice(pb.GetDeviceRequest(bdf=bdf))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert msixd.stub.GetDevice(pb.GetDeviceRequest(bdf=nvme)).bdf == nvme, "the others are still served"
+
+        Path("/sys/bus/pci/rescan").write_text("1")
+        assert wait_for(lambda: msixd.services.owner.owned(bdf) is not None), "taken back after the rescan"
+        device = msixd.stub.GetDevice(pb.GetDeviceRequest(bdf=bdf))
+        assert device.driver == "vfio-pci" and device.ownership.vectors_enabled == 4
+        assert list({v.index: v for v in device.vectors}[1].affinity) == [1]
+        assert msixd.stub.Release(pb.ReleaseRequest(bdf=bdf)).driver == before
+    finally:
+        msixd.stop()
+        if Path(f"/sys/bus/pci/devices/{bdf}").exists() and guest.driver_of(bdf) != before:
+            guest.rebind(bdf, before)
+
+
+def test_sigkill_then_restart_reapplies_saved_state(tmp_path: Path) -> None:
+    bdf = guest.find_device(*E1000E)
+    before = guest.driver_of(bdf)
+    daemon = start(tmp_path)
+    try:
+        client = stub(tmp_path)
+        client.Bind(pb.BindRequest(bdf=bdf))
+        client.Enable(pb.EnableRequest(bdf=bdf, vectors=3))
+        client.SetAffinity(pb.SetAffinityRequest(bdf=bdf, vector=0, cpus="1"))
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait(timeout=30)
+        # The kernel closed msixd's files: MSI-X is off, the device still on vfio-pci.
+        assert guest.msi_irqs(bdf) == [] and guest.driver_of(bdf) == "vfio-pci"
+        saved = json.loads((tmp_path / "state/state.json").read_text())["devices"][bdf]
+        assert saved["vectors"] == 3 and saved["affinities"] == {"0": [1]}
+
+        daemon = start(tmp_path)
+        device = stub(tmp_path).GetDevice(pb.GetDeviceRequest(bdf=bdf))
+        assert device.ownership.vectors_enabled == 3 and len(guest.msi_irqs(bdf)) == 3
+        assert list({v.index: v for v in device.vectors}[0].affinity) == [1]
+        assert stub(tmp_path).Release(pb.ReleaseRequest(bdf=bdf)).driver == before
+    finally:
+        daemon.kill()
+        daemon.wait(timeout=30)
+        if guest.driver_of(bdf) != before:
+            guest.rebind(bdf, before)
