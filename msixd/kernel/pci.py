@@ -7,7 +7,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from msixd.errors import DeviceNotFound, InvalidBdf, KernelFormatError
+from msixd.errors import DeviceNotFound, InvalidBdf, InvalidCpuList, KernelFormatError
 from msixd.kernel.cpulist import parse_cpulist
 from msixd.kernel.files import list_dir, read_bytes, read_link_name, read_text
 from msixd.kernel.roots import KernelRoots
@@ -142,7 +142,11 @@ def read_device(roots: KernelRoots, bdf: str) -> PciDevice:
     probe, msix = find_msix(config)
     group = read_link_name(f"{base}/iommu_group")
     numa = read_text(f"{base}/numa_node")
-    local = read_text(f"{base}/local_cpulist")
+    local = read_text(f"{base}/local_cpulist") or ""
+    try:
+        local_cpus = parse_cpulist(local)
+    except InvalidCpuList as err:
+        raise KernelFormatError(f"{base}/local_cpulist", local, err.reason) from None
     return PciDevice(
         bdf=bdf,
         vendor_id=_hex(base, "vendor"),
@@ -154,7 +158,7 @@ def read_device(roots: KernelRoots, bdf: str) -> PciDevice:
         iommu_group=int(group) if group and group.isdigit() else None,
         iommu=read_link_name(f"{base}/iommu"),
         numa_node=int(numa) if numa and numa.lstrip("-").isdigit() else -1,
-        local_cpus=parse_cpulist(local) if local else frozenset(),
+        local_cpus=local_cpus,
         msix_probe=probe,
         msix=msix,
     )

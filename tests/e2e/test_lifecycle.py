@@ -40,3 +40,24 @@ def test_ready_watchdog_and_stopping(tmp_path: Path, tree: object) -> None:
     finally:
         proc.kill()
         notify.close()
+
+
+def test_corrupt_state_file_is_moved_aside_and_msixd_starts(tmp_path: Path, tree: object) -> None:
+    from tests.e2e.conftest import wait_serving
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text('{"version": 1, "devices": {"0000:00:0a.0": {"vectors": ')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "msixd.main", "--socket", str(tmp_path / "msixd.sock"), "--state-dir", str(state),
+         "--config", str(tmp_path / "absent.toml"), "--root", str(tree("host-6.18")), "--log-format", "json"],  # type: ignore[operator]
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_serving(tmp_path / "msixd.sock", proc)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert [p.name.split(".corrupt-")[0] for p in state.iterdir()] == ["state.json"]
+    assert any(p.name.startswith("state.json.corrupt-") for p in state.iterdir())
+    assert "state file unreadable, moved aside" in out

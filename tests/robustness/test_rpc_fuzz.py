@@ -70,7 +70,7 @@ def allowed(rel: str) -> bool:
         "driver_override", "drivers_probe", "unbind")
 
 
-CALLS = {"count": 0}
+CALLS: dict[str, int] = {}
 
 
 @pytest.mark.parametrize("method", list(SERVICE.methods_by_name))
@@ -81,7 +81,7 @@ def test_rpc_with_generated_requests(server: tuple[msix_pb2_grpc.MsixServiceStub
     @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(request_strategy(method))
     def call(request: object) -> None:
-        CALLS["count"] += 1
+        CALLS[method] = CALLS.get(method, 0) + 1
         try:
             answer = getattr(stub, method)(request, timeout=10)
             if method == "Watch":
@@ -91,6 +91,9 @@ def test_rpc_with_generated_requests(server: tuple[msix_pb2_grpc.MsixServiceStub
             assert err.code() != grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} hung on {request}"
 
     call()
+    varied = any(f.type != FieldDescriptor.TYPE_BOOL for f in SERVICE.methods_by_name[method].input_type.fields)
+    assert CALLS[method] >= (100 if varied else 1), f"only {CALLS[method]} {method} requests were generated"
+    print(f"{method}: {CALLS[method]} generated requests")
     after = snapshot(root)
     changed = {rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel)}
     assert not {rel for rel in changed if not allowed(rel)}, "msixd wrote outside /proc/irq and the bind files"
