@@ -133,13 +133,19 @@ def _hex(base: str, name: str) -> int:
         raise KernelFormatError(f"{base}/{name}", text, "expected a hex number") from None
 
 
-def read_device(roots: KernelRoots, bdf: str) -> PciDevice:
-    """Read one PCI function. Raises DeviceNotFound when it does not exist (or vanished)."""
+def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDevice | None:
+    """Read one PCI function. Raises DeviceNotFound when it does not exist (or vanished).
+
+    With msix_only, a function whose config space shows no MSI-X capability
+    costs one read and gives None.
+    """
     base = device_dir(roots, bdf)
     config = read_bytes(f"{base}/config")
     if config is None:
         raise DeviceNotFound(bdf)
     probe, msix = find_msix(config)
+    if msix_only and probe is MsixProbe.ABSENT:
+        return None
     group = read_link_name(f"{base}/iommu_group")
     numa = read_text(f"{base}/numa_node")
     local = read_text(f"{base}/local_cpulist") or ""

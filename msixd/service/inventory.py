@@ -13,10 +13,10 @@ from msixd import __version__
 from msixd.errors import DeviceNotFound, KernelFormatError
 from msixd.kernel import debugfs, irq, pci, system
 from msixd.kernel.irq import IndexSource
-from msixd.kernel.pci import MsixProbe
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.system import Feature, State
 from msixd.service.owner import Owner
+from msixd.service.coalesce import Coalescer
 from msixd.service.model import (
     Device,
     Domain,
@@ -63,31 +63,41 @@ class Inventory:
         self._roots = roots
         self._owner = owner
         self._clock = clock
+        self._coalescer = Coalescer()
         self._started = clock()
 
     # Devices
 
     def list_devices(self, all_devices: bool = False, include_vectors: bool = False) -> list[Device]:
+        return self._coalescer.run(("list", all_devices, include_vectors),
+                                   lambda: self._list_devices(all_devices, include_vectors))
+
+    def _list_devices(self, all_devices: bool, include_vectors: bool) -> list[Device]:
         devices = []
         for bdf in pci.list_bdfs(self._roots):
             try:
-                device = self._device(bdf, include_vectors)
+                device = self._device(bdf, include_vectors, msix_only=not all_devices)
             except DeviceNotFound:
                 log.debug("device vanished during listing", bdf=bdf)
                 continue
             except KernelFormatError as err:
                 log.warning("device skipped: unreadable sysfs entry", bdf=bdf, error=str(err))
                 continue
-            if all_devices or device.pci.msix_probe is not MsixProbe.ABSENT:
+            if device is not None:
                 devices.append(device)
         return devices
 
     def get_device(self, bdf: str) -> Device:
         """bdf in any accepted form ("00:09.0" too). Raises InvalidBdf, DeviceNotFound."""
-        return self._device(pci.parse_bdf(bdf), include_vectors=True)
+        bdf = pci.parse_bdf(bdf)
+        device = self._coalescer.run(("get", bdf), lambda: self._device(bdf, include_vectors=True))
+        assert device is not None
+        return device
 
-    def _device(self, bdf: str, include_vectors: bool) -> Device:
-        pci_device = pci.read_device(self._roots, bdf)
+    def _device(self, bdf: str, include_vectors: bool, msix_only: bool = False) -> Device | None:
+        pci_device = pci.read_device(self._roots, bdf, msix_only)
+        if pci_device is None:
+            return None
         irqs = irq.msi_irqs(self._roots, bdf)
         vectors: tuple[Vector, ...] = ()
         chip = ""

@@ -1,0 +1,132 @@
+"""RPC latency and throughput over the Unix socket, against the floor of the same server stack.
+
+A real msixd process serves a captured 6.12 guest tree (an e1000e, an nvme, a
+virtio-net and virtme's virtio devices). 1, 8 and 32 client processes each
+send CALLS requests back to back; the floor is grpc.health.v1.Health/Check on
+the same server, through the same gateway: everything but msixd's own work.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from msixd.api.msix.v1 import msix_pb2 as pb
+from msixd.api.msix.v1 import msix_pb2_grpc
+from tests.fixturetree import materialise
+
+REPO = Path(__file__).resolve().parents[1]
+CALLS = 300
+E1000E = "0000:00:0a.0"
+
+
+def client(socket: str, method: str, calls: int, start: float) -> list[float]:
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        stub = msix_pb2_grpc.MsixServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        call = {
+            "Check": lambda: health.Check(health_pb2.HealthCheckRequest()),
+            "GetDevice": lambda: stub.GetDevice(pb.GetDeviceRequest(bdf=E1000E)),
+            "ListDevices": lambda: stub.ListDevices(pb.ListDevicesRequest()),
+        }[method]
+        for _ in range(20):
+            call()
+        while time.time() < start:  # all clients begin together
+            time.sleep(0.001)
+        latencies = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            call()
+            latencies.append(time.perf_counter() - began)
+        return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(concurrency: list[int]) -> list[dict[str, float | int | str]]:
+    scratch = Path(tempfile.mkdtemp(prefix="msixd-rpc-"))
+    root = materialise("guest-6.12", scratch)
+    socket = scratch / "msixd.sock"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "msixd.main", "--socket", str(socket), "--state-dir", str(scratch / "state"),
+         "--config", str(scratch / "absent.toml"), "--root", str(root), "--log-format", "json", "--log-level", "error"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    results = []
+    try:
+        from tests.e2e.conftest import wait_serving
+
+        wait_serving(socket, daemon)
+        context = multiprocessing.get_context("spawn")
+        for clients in concurrency:
+            row: dict[str, float | int | str] = {"clients": clients}
+            with context.Pool(clients) as pool:
+                for method in ("Check", "GetDevice", "ListDevices"):
+                    start = time.time() + 1.0
+                    began = time.perf_counter()
+                    parts = pool.starmap(client, [(str(socket), method, CALLS, start)] * clients)
+                    wall = time.perf_counter() - began - max(0.0, start - time.time())
+                    latencies = [x for part in parts for x in part]
+                    row[f"{method}_p50_ms"] = round(statistics.median(latencies) * 1e3, 3)
+                    row[f"{method}_p99_ms"] = round(percentile(latencies, 0.99) * 1e3, 3)
+                    row[f"{method}_per_s"] = round(len(latencies) / max(wall - 1.0, 1e-9), 1)
+            for method in ("GetDevice", "ListDevices"):
+                row[f"{method}_p99_ratio"] = round(row[f"{method}_p99_ms"] / row["Check_p99_ms"], 2)  # type: ignore[operator]
+            print(row, flush=True)
+            results.append(row)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    return results
+
+
+def footprint() -> dict[str, float]:
+    """RSS idle and after a 16384-IRQ inventory, and time from start to ready."""
+    import psutil
+
+    from bench.synth import generate
+    from tests.e2e.conftest import wait_serving
+
+    scratch = Path(tempfile.mkdtemp(prefix="msixd-rss-"))
+    generate(scratch / "tree", 64, 16384)
+    socket = scratch / "msixd.sock"
+    began = time.perf_counter()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "msixd.main", "--socket", str(socket), "--state-dir", str(scratch / "state"),
+         "--config", str(scratch / "absent.toml"), "--root", str(scratch / "tree"), "--log-level", "error"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_serving(socket, daemon)
+        ready = time.perf_counter() - began
+        process = psutil.Process(daemon.pid)
+        idle = process.memory_info().rss
+        with grpc.insecure_channel(f"unix:{socket}", options=[("grpc.max_receive_message_length", 256 << 20)]) as ch:
+            msix_pb2_grpc.MsixServiceStub(ch).ListDevices(pb.ListDevicesRequest(include_vectors=True))
+        after = process.memory_info().rss
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        subprocess.run(["rm", "-rf", str(scratch)], check=False)
+    result = {"start_to_ready_s": round(ready, 3), "rss_idle_mib": round(idle / 2**20, 1),
+              "rss_after_16384_irq_inventory_mib": round(after / 2**20, 1)}
+    print(result, flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    run([1, 8])
+    footprint()
