@@ -36,15 +36,20 @@ def stub(directory: Path) -> msix_pb2_grpc.MsixServiceStub:
     return msix_pb2_grpc.MsixServiceStub(grpc.insecure_channel(f"unix:{directory / 'msixd.sock'}"))
 
 
+def own(client: msix_pb2_grpc.MsixServiceStub, bdf: str, vectors: int, vector: int, cpus: str) -> None:
+    """Bind, enable, and place one vector: the state a restart must bring back."""
+    client.Bind(pb.BindRequest(bdf=bdf))
+    client.Enable(pb.EnableRequest(bdf=bdf, vectors=vectors))
+    client.SetAffinity(pb.SetAffinityRequest(bdf=bdf, vector=vector, cpus=cpus))
+
+
 def test_sigterm_releases_vectors_keeps_state_and_restart_reapplies(tmp_path: Path) -> None:
     bdf = guest.find_device(*E1000E)
     before = guest.driver_of(bdf)
     daemon = start(tmp_path)
     try:
         client = stub(tmp_path)
-        client.Bind(pb.BindRequest(bdf=bdf))
-        client.Enable(pb.EnableRequest(bdf=bdf, vectors=4))
-        client.SetAffinity(pb.SetAffinityRequest(bdf=bdf, vector=2, cpus="1"))
+        own(client, bdf, 4, 2, "1")
         assert len(guest.msi_irqs(bdf)) == 4
         samples = client.Watch(pb.WatchRequest(bdf=bdf, interval_ms=500, count=3))
         assert next(samples).bdf == bdf

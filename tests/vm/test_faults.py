@@ -17,7 +17,7 @@ import pytest
 from msixd.api.msix.v1 import msix_pb2 as pb
 from tests.vm import guest
 from tests.vm.inprocess import Msixd
-from tests.vm.test_daemon import start, stub
+from tests.vm.test_daemon import own, start, stub
 
 pytestmark = pytest.mark.vm
 
@@ -40,9 +40,7 @@ def test_hot_removed_device_is_reported_and_taken_back_after_rescan(tmp_path: Pa
     before = guest.driver_of(bdf)
     msixd = Msixd(tmp_path)
     try:
-        msixd.stub.Bind(pb.BindRequest(bdf=bdf))
-        msixd.stub.Enable(pb.EnableRequest(bdf=bdf, vectors=4))
-        msixd.stub.SetAffinity(pb.SetAffinityRequest(bdf=bdf, vector=1, cpus="1"))
+        own(msixd.stub, bdf, 4, 1, "1")
         watch_end: list[grpc.StatusCode] = []
 
         def watch() -> None:
@@ -82,10 +80,7 @@ def test_sigkill_then_restart_reapplies_saved_state(tmp_path: Path) -> None:
     before = guest.driver_of(bdf)
     daemon = start(tmp_path)
     try:
-        client = stub(tmp_path)
-        client.Bind(pb.BindRequest(bdf=bdf))
-        client.Enable(pb.EnableRequest(bdf=bdf, vectors=3))
-        client.SetAffinity(pb.SetAffinityRequest(bdf=bdf, vector=0, cpus="1"))
+        own(stub(tmp_path), bdf, 3, 0, "1")
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.wait(timeout=30)
         # The kernel closed msixd's files: MSI-X is off, the device still on vfio-pci.
