@@ -25,3 +25,11 @@ def materialise(name: str, dest: Path) -> Path:
         mode, rel = line.split(" ", 1)
         (tree / rel).chmod(int(mode, 8))
     return tree
+
+
+def move_to_vfio(root: Path, bdf: str, group: int = 7) -> None:
+    """Make a captured device look bound to vfio-pci in IOMMU group `group` (for the fake VFIO)."""
+    device = root / "sys/bus/pci/devices" / bdf
+    (device / "driver").unlink()
+    (device / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
+    (device / "iommu_group").symlink_to(f"../../../kernel/iommu_groups/{group}")

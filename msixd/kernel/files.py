@@ -61,6 +61,19 @@ def list_dir(path: str) -> list[str]:
         return []
 
 
+def inode(path: str) -> int | None:
+    """The inode number of path (links followed), or None when it does not exist.
+
+    sysfs gives every kernfs node its own number and does not reuse it at
+    once, so a device directory that was removed and created again (hot
+    removal, rescan) has a new one, while an unbind leaves it as it was.
+    """
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def write_text(path: str, text: str) -> None:
     """One write(2) of text, as `echo text > path` does; OSError carries the kernel's errno.
 

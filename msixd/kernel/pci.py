@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from msixd.errors import DeviceNotFound, InvalidBdf, InvalidCpuList, KernelFormatError
 from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.files import list_dir, read_bytes, read_link_name, read_text
+from msixd.kernel.files import inode, list_dir, read_bytes, read_link_name, read_text
 from msixd.kernel.roots import KernelRoots
 
 _BDF = re.compile(r"(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])")
@@ -117,6 +117,12 @@ class PciDevice:
 
 def device_dir(roots: KernelRoots, bdf: str) -> str:
     return f"{roots.sysfs}/bus/pci/devices/{bdf}"
+
+
+def device_identity(roots: KernelRoots, bdf: str) -> int | None:
+    """Which incarnation of the device is there now: changes when it is removed and
+    found again by a rescan, not when drivers come and go. None: not there."""
+    return inode(device_dir(roots, bdf))
 
 
 def list_bdfs(roots: KernelRoots) -> list[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import structlog
 
 from msixd.errors import FailedPrecondition
-from msixd.kernel import pcibind, pci
+from msixd.kernel import pci, pcibind
 from msixd.kernel.roots import KernelRoots
 from msixd.service.owner import Owner
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import structlog
 
@@ -15,7 +15,6 @@ from msixd.kernel import debugfs, irq, pci, system
 from msixd.kernel.irq import IndexSource
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.system import Feature, State
-from msixd.service.owner import Owner
 from msixd.service.coalesce import Coalescer
 from msixd.service.model import (
     Device,
@@ -29,6 +28,7 @@ from msixd.service.model import (
     Status,
     Vector,
 )
+from msixd.service.owner import Owner
 
 log = structlog.get_logger(__name__)
 

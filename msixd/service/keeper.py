@@ -3,10 +3,13 @@
 The kernel asks for a device back both when an operator unbinds it from
 vfio-pci and when it is being removed (hot unplug, `remove` in sysfs). The two
 look the same at that moment; what follows tells them apart: a removed device
-disappears from sysfs, an unbound one stays. Only a device that disappeared
-and came back (a rescan, a re-plug) is taken back, bound to vfio-pci again if
-msixd had bound it, with its vector count and placements. An unbound one is
-left to the operator.
+disappears from sysfs, an unbound one stays. A removal and a rescan can both
+happen between two looks (the kernel is quick, the keeper polls), so absence
+is not the only sign: a device found again is a new sysfs directory with a new
+identity (pci.device_identity), an unbound one keeps its own. Only a device
+that disappeared and came back (a rescan, a re-plug) is taken back, bound to
+vfio-pci again if msixd had bound it, with its vector count and placements. An
+unbound one is left to the operator.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from msixd.errors import DeviceNotFound, MsixdError
 from msixd.kernel import pci
 from msixd.kernel.roots import KernelRoots
 from msixd.service.binding import Binding
-from msixd.service.owner import Owner
+from msixd.service.owner import Owner, Released
 
 log = structlog.get_logger(__name__)
 # How long a device asked back may still be seen before it counts as unbound, not removed.
@@ -32,7 +35,7 @@ class Keeper:
         self._roots = roots
         self._owner = owner
         self._binding = binding
-        self._asked: dict[str, float] = {}  # bdf -> when the kernel asked for it
+        self._asked: dict[str, tuple[float, int | None]] = {}  # bdf -> when the kernel asked, identity then
         self._gone: set[str] = set()  # asked for, then seen absent: removed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="keeper", daemon=True)
@@ -44,10 +47,10 @@ class Keeper:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def released(self, bdfs: list[str]) -> None:
+    def released(self, devices: list[Released]) -> None:
         """The owner gave these devices back because the kernel asked."""
-        for bdf in bdfs:
-            self._asked[bdf] = time.monotonic()
+        for device in devices:
+            self._asked[device.bdf] = (time.monotonic(), device.identity)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -64,11 +67,16 @@ class Keeper:
             return None
 
     def step(self) -> None:
-        for bdf, asked_at in list(self._asked.items()):
-            if self._present(bdf) is None:
+        for bdf, (asked_at, identity) in list(self._asked.items()):
+            now = pci.device_identity(self._roots, bdf)
+            if now is None:
                 del self._asked[bdf]
                 self._gone.add(bdf)
                 log.warning("device removed; msixd will take it back if it returns", bdf=bdf)
+            elif identity is not None and now != identity:
+                del self._asked[bdf]
+                self._gone.add(bdf)
+                log.warning("device removed and found again already", bdf=bdf)
             elif time.monotonic() - asked_at > REMOVAL_GRACE_SECONDS:
                 del self._asked[bdf]
                 log.warning("device was unbound from vfio-pci, not removed: left alone "

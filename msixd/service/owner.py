@@ -55,6 +55,14 @@ class OpenGroup:
     users: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class Released:
+    """A device given back because the kernel asked, and which incarnation of it that was."""
+
+    bdf: str
+    identity: int | None
+
+
 @dataclass
 class OwnedDevice:
     bdf: str
@@ -70,6 +78,8 @@ class OwnedDevice:
     counts: dict[int, int] = field(default_factory=dict)
     # Signalled by the kernel when it wants the device back (-1: none installed).
     request_fd: int = -1
+    # pci.device_identity when opened: tells a device that was removed and came back from one unbound.
+    identity: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -177,7 +187,8 @@ class Owner:
             self._release_group(group)
             raise
         group.users.add(bdf)
-        owned = OwnedDevice(bdf=bdf, group=group.group, device_fd=device_fd, table_size=0, dynamic=False)
+        owned = OwnedDevice(bdf=bdf, group=group.group, device_fd=device_fd, table_size=0, dynamic=False,
+                            identity=pci.device_identity(self._roots, bdf))
         try:
             info = vfio.device_get_irq_info(device_fd, kvfio.VFIO_PCI_MSIX_IRQ_INDEX)
             if info.count == 0:
@@ -306,7 +317,7 @@ class Owner:
                 for fd in fds:
                     vfio.close(fd)
                 raise
-            device.eventfds.update(zip(run, fds))
+            device.eventfds.update(zip(run, fds, strict=True))
             device.allocated = max(device.allocated, run[-1] + 1)
         return path
 
@@ -426,7 +437,7 @@ class Owner:
                 log.warning("state not re-applied", bdf=bdf, error=str(err))
         return outcome
 
-    def handle_release_requests(self, timeout: float) -> list[str]:
+    def handle_release_requests(self, timeout: float) -> list[Released]:
         """Wait up to timeout for the kernel to ask for devices back, and give them back.
 
         Unbinding a device from vfio-pci, or removing it, blocks in the kernel
@@ -452,7 +463,7 @@ class Owner:
                     del self._devices[device.bdf]
                     self._close(device)
             log.warning("the kernel asked for the device back (unbind or removal); released it", bdf=device.bdf)
-            released.append(device.bdf)
+            released.append(Released(device.bdf, device.identity))
         return released
 
     def close_all(self) -> None:

@@ -76,11 +76,10 @@ def test_a_direct_loopback_connection_is_nobody(daemon: tuple[Daemon, Path]) -> 
     import re
 
     import grpc
+    import psutil
 
     from msixd.api.msix.v1 import msix_pb2 as pb
     from msixd.api.msix.v1 import msix_pb2_grpc
-
-    import psutil
 
     listening = psutil.Process(daemon[0].proc.pid).net_connections(kind="tcp")
     loopback = ("127.0.0.1", "::ffff:127.0.0.1")  # gRPC binds a dual-stack socket

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from msixd.kernel import vfio as real
 from msixd.kernel.vfio import DeviceInfo, IrqInfo, PartialAllocation, RegionInfo, error
 
+
 @dataclass
 class FakeDevice:
     table_size: int

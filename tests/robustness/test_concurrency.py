@@ -26,6 +26,7 @@ from msixd.kernel.cpulist import parse_cpulist
 from msixd.kernel.roots import KernelRoots
 from msixd.service.services import Services
 from tests.fakes.vfio import FakeDevice, FakeVfio
+from tests.fixturetree import move_to_vfio
 from tests.serving import serve
 
 OWNED = "0000:00:03.0"  # moved to vfio-pci in the copy; IRQs 37-39 are its vectors 0-2
@@ -49,10 +50,7 @@ def test_concurrent_changes_linearize(
 
     monkeypatch.setattr(kirq, "write_affinity", slow_write)
     root = tree("host-6.18")
-    device = root / "sys/bus/pci/devices" / OWNED
-    (device / "driver").unlink()
-    (device / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
-    (device / "iommu_group").symlink_to("../../../kernel/iommu_groups/7")
+    move_to_vfio(root, OWNED)
     fake = FakeVfio({OWNED: FakeDevice(table_size=64, dynamic=dynamic)})
     state_file = tmp_path / "state" / "state.json"
     services = Services.build(KernelRoots.under(root), state_file, vfio_api=fake)  # type: ignore[arg-type]

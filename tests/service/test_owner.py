@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from msixd.service.keeper import Keeper
 from msixd.service.owner import Owner, ResizePath
 from msixd.service.state import StateStore
 from tests.fakes.vfio import FakeDevice, FakeVfio
+from tests.fixturetree import move_to_vfio
 
 BDF = "0000:00:03.0"
 
@@ -36,10 +38,7 @@ def test_fake_has_the_real_signatures() -> None:
 def roots(tree: Callable[[str], Path]) -> KernelRoots:
     """The captured host with one virtio device moved to vfio-pci in IOMMU group 7."""
     root = tree("host-6.18")
-    device = root / "sys/bus/pci/devices" / BDF
-    (device / "driver").unlink()
-    (device / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
-    (device / "iommu_group").symlink_to("../../../kernel/iommu_groups/7")
+    move_to_vfio(root, BDF)
     return KernelRoots.under(root)
 
 
@@ -156,10 +155,7 @@ def test_a_failed_first_enable_leaves_nothing_owned(roots: KernelRoots, tmp_path
 
 def test_two_functions_of_one_group_share_its_files(roots: KernelRoots, tmp_path: Path) -> None:
     other = "0000:00:04.0"
-    device = roots.sysfs / "bus/pci/devices" / other
-    (device / "driver").unlink()
-    (device / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
-    (device / "iommu_group").symlink_to("../../../kernel/iommu_groups/7")
+    move_to_vfio(roots.sysfs.parent, other)
     fake = FakeVfio({BDF: FakeDevice(table_size=8, dynamic=True), other: FakeDevice(table_size=8, dynamic=True)})
     owner = Owner(roots, StateStore(tmp_path / "state.json"), vfio=fake)  # type: ignore[arg-type]
     owner.enable(BDF, 2)
@@ -200,6 +196,25 @@ def test_removed_device_is_released_then_taken_back_when_it_returns(roots: Kerne
     keeper.step()
     assert owner.owned(BDF) is not None and sorted(fake.devices[BDF].triggers) == [0, 1, 2, 3]
     assert owner.desired()[BDF].affinities == {1: [1]}
+
+
+def test_device_removed_and_found_again_between_two_looks_is_taken_back(
+    roots: KernelRoots, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel removes and a rescan re-creates the device before the keeper looks: its new
+    sysfs directory (a new identity) is what tells a removal from an unbind, not absence."""
+    owner, fake = make_owner(roots, tmp_path)
+    owner.enable(BDF, 3)
+    keeper = _keeper(roots, owner)
+    fake.ask_back(BDF)
+    keeper.released(owner.handle_release_requests(timeout=1))
+    device = roots.sysfs / "bus/pci/devices" / BDF
+    shutil.copytree(device, tmp_path / "again", symlinks=True)
+    device.rename(tmp_path / "old")  # kept, so its inode cannot be reused by the new one
+    (tmp_path / "again").rename(device)
+    monkeypatch.setattr("msixd.service.keeper.REMOVAL_GRACE_SECONDS", 0.0)  # would call it unbound
+    keeper.step()
+    assert owner.owned(BDF) is not None and sorted(fake.devices[BDF].triggers) == [0, 1, 2]
 
 
 def test_unbound_device_is_released_and_left_alone(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from msixd.errors import FailedPrecondition, InvalidArgument, InvalidCpuList, VectorNotFound
-from msixd.kernel.irq import AffinityRefused
 from msixd.kernel.cpulist import parse_cpulist
+from msixd.kernel.irq import AffinityRefused
 from msixd.kernel.roots import KernelRoots
 from msixd.service.services import Services
 from msixd.service.watch import Watcher
@@ -120,11 +120,9 @@ def test_concurrent_placements_leave_kernel_and_state_agreeing(
 
     from msixd.kernel import irq as kirq
     from tests.fakes.vfio import FakeDevice, FakeVfio
+    from tests.fixturetree import move_to_vfio
 
-    device = root / "sys/bus/pci/devices/0000:00:03.0"
-    (device / "driver").unlink()
-    (device / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
-    (device / "iommu_group").symlink_to("../../../kernel/iommu_groups/7")
+    move_to_vfio(root, "0000:00:03.0")
     fake = FakeVfio({"0000:00:03.0": FakeDevice(table_size=8, dynamic=True)})
     services = Services.build(KernelRoots.under(root), tmp_path / "state.json", vfio_api=fake)  # type: ignore[arg-type]
     services.owner.enable("0000:00:03.0", 3)

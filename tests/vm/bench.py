@@ -120,8 +120,13 @@ class GuestRun:
         return f"Linux {self.release or '?'}: {boot}; {tally}; guest pytest exit {self.rc}; {self.wall_seconds:.1f} s wall"
 
     def console_tail(self, lines: int = 40) -> str:
+        """The guest's pytest output; when pytest did not finish, the kernel console's end too
+        (a panic, an oops or a hung task is only there)."""
         text = self.pytest_log or "\n".join(l for l in self.console.splitlines() if not l.startswith("["))
-        return "\n".join(text.splitlines()[-lines:]) or self.console[-4000:]
+        tail = "\n".join(text.splitlines()[-lines:])
+        if self.rc is None:
+            tail += "\n--- end of the kernel console ---\n" + "\n".join(self.console.splitlines()[-lines:])
+        return tail or self.console[-4000:]
 
 
 def _merge(results: dict[str, dict], line: dict) -> None:

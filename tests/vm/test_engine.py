@@ -20,8 +20,8 @@ import pytest
 from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.kernel.cpulist import parse_cpulist
 from tests import truth
-from tests.vm.inprocess import Msixd
 from tests.vm import guest
+from tests.vm.inprocess import Msixd
 
 pytestmark = pytest.mark.vm
 
