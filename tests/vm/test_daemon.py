@@ -55,7 +55,7 @@ def test_sigterm_releases_vectors_keeps_state_and_restart_reapplies(tmp_path: Pa
         assert next(samples).bdf == bdf
         daemon.terminate()  # while the watch stream is in flight
         assert len(list(samples)) == 2, "the in-flight stream finished"
-        assert daemon.wait(timeout=30) == 0
+        assert daemon.wait(timeout=90) == 0
         assert guest.msi_irqs(bdf) == [], "no vector stays enabled"
         state = json.loads((tmp_path / "state/state.json").read_text())["devices"][bdf]
         assert state["vectors"] == 4 and state["affinities"] == {"2": [1]} and state["previous_driver"] == before
@@ -68,6 +68,6 @@ def test_sigterm_releases_vectors_keeps_state_and_restart_reapplies(tmp_path: Pa
         assert client.Release(pb.ReleaseRequest(bdf=bdf)).driver == before
     finally:
         daemon.terminate()
-        daemon.wait(timeout=30)
+        daemon.wait(timeout=90)
         if guest.driver_of(bdf) != before:
             guest.rebind(bdf, before)

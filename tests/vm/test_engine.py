@@ -86,7 +86,7 @@ def test_real_interrupt_lands_on_the_chosen_cpu(msixd: Msixd, e1000e: str) -> No
     owned = msixd.services.owner.owned(e1000e)
     assert owned is not None
     guest.raise_e1000e_interrupt(owned.device_fd, 3)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         after = truth.proc_interrupts(Path("/proc"))[irq].counts
         if sum(after) > sum(before):

@@ -82,7 +82,7 @@ def test_sigkill_then_restart_reapplies_saved_state(tmp_path: Path) -> None:
     try:
         own(stub(tmp_path), bdf, 3, 0, "1")
         os.kill(daemon.pid, signal.SIGKILL)
-        daemon.wait(timeout=30)
+        daemon.wait(timeout=90)
         # The kernel closed msixd's files: MSI-X is off, the device still on vfio-pci.
         assert guest.msi_irqs(bdf) == [] and guest.driver_of(bdf) == "vfio-pci"
         saved = json.loads((tmp_path / "state/state.json").read_text())["devices"][bdf]
@@ -95,6 +95,6 @@ def test_sigkill_then_restart_reapplies_saved_state(tmp_path: Path) -> None:
         assert stub(tmp_path).Release(pb.ReleaseRequest(bdf=bdf)).driver == before
     finally:
         daemon.kill()
-        daemon.wait(timeout=30)
+        daemon.wait(timeout=90)
         if guest.driver_of(bdf) != before:
             guest.rebind(bdf, before)

@@ -78,7 +78,7 @@ def test_enable_route_and_raise_a_real_interrupt(e1000e_on_vfio: str, bench_kern
         opened.close()
 
 
-def wait_eventfd(fd: int, timeout: float = 5.0) -> int:
+def wait_eventfd(fd: int, timeout: float = 30.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
