@@ -17,7 +17,7 @@ import grpc
 
 from msixd.errors import MsixdError
 
-READ_ONLY = frozenset({"GetStatus", "ListDevices", "GetDevice", "ListDomains", "Watch"})
+READ_ONLY = frozenset({"GetStatus", "ListDevices", "GetDevice", "ListDomains", "Watch", "Echo"})
 
 
 class PermissionDenied(MsixdError):

@@ -96,6 +96,10 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
         return convert.status(self._s.inventory.status())
 
     @rpc
+    def Echo(self, request: pb.EchoRequest, context: grpc.ServicerContext) -> pb.EchoResponse:
+        return pb.EchoResponse(payload=request.payload)
+
+    @rpc
     def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> pb.ListDevicesResponse:
         devices = self._s.inventory.list_devices(request.all_devices, request.include_vectors)
         return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])

@@ -39,6 +39,10 @@ def request_strategy(method: str) -> st.SearchStrategy:
             fields[field.name] = st.booleans()
         elif field.type == FieldDescriptor.TYPE_UINT32:
             fields[field.name] = numbers
+        elif field.type == FieldDescriptor.TYPE_BYTES:
+            fields[field.name] = st.binary(max_size=256)
+        else:
+            raise AssertionError(f"{method}.{field.name}: no strategy for this field type; add one")
     required = {}
     if method == "Watch":  # bounded streams only: count 0 means "until cancelled"
         required["count"] = st.integers(1, 2)

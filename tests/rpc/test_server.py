@@ -86,6 +86,11 @@ def test_oversized_request_is_refused(stub: msix_pb2_grpc.MsixServiceStub) -> No
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def test_echo_answers_what_it_was_sent(stub: msix_pb2_grpc.MsixServiceStub) -> None:
+    assert stub.Echo(pb.EchoRequest(payload=b"\x00msixd\xff")).payload == b"\x00msixd\xff"
+    assert stub.Echo(pb.EchoRequest()).payload == b""
+
+
 def test_domains_and_status(stub: msix_pb2_grpc.MsixServiceStub) -> None:
     domains = stub.ListDomains(pb.ListDomainsRequest()).domains
     assert len(domains) == 5 and list(domains[0].parents) == ["VECTOR"]

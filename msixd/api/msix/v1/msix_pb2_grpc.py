@@ -94,6 +94,11 @@ class MsixServiceStub:
                 request_serializer=msix_dot_v1_dot_msix__pb2.WatchRequest.SerializeToString,
                 response_deserializer=msix_dot_v1_dot_msix__pb2.WatchSample.FromString,
                 _registered_method=True)
+        self.Echo = channel.unary_unary(
+                '/msix.v1.MsixService/Echo',
+                request_serializer=msix_dot_v1_dot_msix__pb2.EchoRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.EchoResponse.FromString,
+                _registered_method=True)
 
 
 class MsixServiceServicer:
@@ -189,6 +194,15 @@ class MsixServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Echo(self, request, context):
+        """Answers with the payload it was sent, after the same peer identification,
+        access check, logging and metrics as every other call: a probe of the
+        whole stack's latency, and the floor msixd's benchmarks measure against.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MsixServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +265,11 @@ def add_MsixServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=msix_dot_v1_dot_msix__pb2.WatchRequest.FromString,
                     response_serializer=msix_dot_v1_dot_msix__pb2.WatchSample.SerializeToString,
+            ),
+            'Echo': grpc.unary_unary_rpc_method_handler(
+                    servicer.Echo,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.EchoRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.EchoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +596,33 @@ class MsixService:
             '/msix.v1.MsixService/Watch',
             msix_dot_v1_dot_msix__pb2.WatchRequest.SerializeToString,
             msix_dot_v1_dot_msix__pb2.WatchSample.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Echo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/Echo',
+            msix_dot_v1_dot_msix__pb2.EchoRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.EchoResponse.FromString,
             options,
             channel_credentials,
             insecure,
