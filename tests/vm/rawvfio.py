@@ -77,8 +77,18 @@ def region_offset(device: int, index: int) -> int:
 
 
 def msix_enable(device: int, fds: list[int]) -> int:
-    buf = bytearray(struct.pack(f"=IIIII{len(fds)}i", 20 + 4 * len(fds), 0x24, MSIX, 0, len(fds), *fds))
+    return msix_set(device, 0, fds)
+
+
+def msix_set(device: int, start: int, fds: list[int]) -> int:
+    """SET_IRQS DATA_EVENTFD|ACTION_TRIGGER on vectors start..: an fd of -1 releases that vector."""
+    buf = bytearray(struct.pack(f"=IIIII{len(fds)}i", 20 + 4 * len(fds), 0x24, MSIX, start, len(fds), *fds))
     return fcntl.ioctl(device, DEVICE_SET_IRQS, buf)
+
+
+def msix_trigger(device: int, vector: int) -> None:
+    """SET_IRQS DATA_NONE|ACTION_TRIGGER on one vector: a loopback interrupt, its eventfd counts it."""
+    fcntl.ioctl(device, DEVICE_SET_IRQS, bytearray(struct.pack("=IIIII", 20, 0x21, MSIX, vector, 1)))
 
 
 def msix_disable(device: int) -> None:

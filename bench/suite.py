@@ -1,0 +1,147 @@
+"""Every benchmark in one run: JSON and PNG under bench/results/, a summary in README.md.
+
+    sudo bench/run                 # installs what it needs, then runs this
+    python -m bench.suite --quick  # smaller grid and fewer calls, to try it out
+
+Each figure is taken against a floor measured in the same run, on the same
+machine: the ratio is what carries across machines, the absolute numbers are
+this machine's only. The parts:
+
+- inventory: synthetic trees (bench/synth.py) of 64/256/1024 CPUs and
+  512/4096/16384 IRQs; msixd's in-process inventory, ListDevices and GetDevice
+  (every device) end to end, against the same file operations done with bare
+  os calls (bench/inventory.py);
+- rpc: p50/p99 and throughput of GetDevice and ListDevices with 1, 8 and 32
+  client processes, against grpc.health.v1 Check on the same server stack
+  (bench/rpc.py); footprint: RSS idle and after a 16384-IRQ inventory, time
+  from start to ready;
+- vfio and watch, in a 6.1 and a 6.12 guest of the real-kernel bench
+  (bench/vfio.py): enable and resize, and the CPU cost of counting loopback
+  interrupts, against direct ioctls and a bare epoll loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+README = REPO / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def save(name: str, data: object, out: Path) -> None:
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) on log(x): 1 is linear, above 1 super-linear."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
+
+
+def scaling(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """The exponent of each measured cost against IRQs (per CPU count) and CPUs (per IRQ count)."""
+    found: dict[str, dict[str, float]] = {}
+    for key in ("inventory_s", "floor_s", "list_devices_rpc_s"):
+        by_irqs = {}
+        for cpus in sorted({r["cpus"] for r in rows}):
+            line = sorted((r["irqs"], r[key]) for r in rows if r["cpus"] == cpus)
+            if len(line) > 1:
+                by_irqs[f"{cpus}_cpus"] = round(slope([x for x, _ in line], [y for _, y in line]), 2)
+        by_cpus = {}
+        for irqs in sorted({r["irqs"] for r in rows}):
+            line = sorted((r["cpus"], r[key]) for r in rows if r["irqs"] == irqs)
+            if len(line) > 1:
+                by_cpus[f"{irqs}_irqs"] = round(slope([x for x, _ in line], [y for _, y in line]), 2)
+        found[key] = {"vs_irqs": by_irqs, "vs_cpus": by_cpus}  # type: ignore[dict-item]
+    return found
+
+
+def run_vfio(kernel: str, out: Path) -> dict | None:
+    from tests.vm import bench
+
+    problem = bench.why_not_runnable()
+    if problem:
+        print(f"bench: vfio on {kernel} skipped: {problem}", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory(prefix=f"msixd-bench-vfio-{kernel}-") as shared:
+        rc = bench.main(["--kernel", kernel, "--out", shared, "--",
+                         "python", "-m", "bench.vfio", "--out", f"{bench.GUEST_OUT}/vfio.json"])
+        result = Path(shared) / "vfio.json"
+        if rc != 0 or not result.is_file():
+            print(f"bench: vfio on {kernel} failed (exit {rc})", file=sys.stderr)
+            return None
+        data = json.loads(result.read_text())
+    save(f"vfio-{kernel}", data, out)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="a small grid and fewer calls: try the suite out")
+    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "report"], action="append",
+                        help="run these parts only (repeatable); 'report' redraws from saved JSON")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's performance section")
+    args = parser.parse_args(argv)
+    parts = set(args.only or ["inventory", "rpc", "vfio", "report"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    started = time.monotonic()
+
+    if "inventory" in parts:
+        from bench import inventory
+
+        cpus, irqs = ([64, 256], [512, 4096]) if args.quick else ([64, 256, 1024], [512, 4096, 16384])
+        rows = inventory.run(cpus, irqs)
+        save("inventory", {"grid": rows, "scaling": scaling(rows), "machine": machine()}, args.out)
+    if "rpc" in parts:
+        from bench import rpc
+
+        if args.quick:
+            rpc.CALLS = 100
+        rows = rpc.run([1, 8] if args.quick else [1, 8, 32])
+        save("rpc", {"calls_per_client": rpc.CALLS, "rows": rows, "footprint": rpc.footprint(),
+                     "machine": machine()}, args.out)
+        rpc.profile_get_device(args.out)
+    if "vfio" in parts:
+        for kernel in ("6.1", "6.12"):
+            run_vfio(kernel, args.out)
+    if "report" in parts:
+        from bench import report
+
+        summary = report.write(args.out)
+        if not args.no_readme:
+            update_readme(summary)
+        print(summary)
+    print(f"bench: done in {time.monotonic() - started:.0f} s; results in {args.out}", file=sys.stderr)
+    return 0
+
+
+def machine() -> dict[str, object]:
+    return {"cpus": os.cpu_count(), "kernel": os.uname().release, "python": sys.version.split()[0],
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def update_readme(summary: str) -> None:
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"bench: README.md has no {BEGIN} ... {END} section; summary not written", file=sys.stderr)
+        return
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{summary.strip()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
