@@ -5,8 +5,9 @@
 Every file has the format the kernel gives it (and the captured fixtures in
 tests/fixtures/ show): per-device remapped MSI-X domains (chip
 IR-PCI-MSIX-<bdf>, hwirq = table index, 6.2+), per_cpu_count over every
-possible CPU, 0644 smp_affinity lists, a real MSI-X capability in a 4096-byte
-config space. IRQs are spread over devices with tables of up to 2048 entries.
+possible CPU (counts on the vector's effective CPU, and for every fourth
+vector on the CPU it was moved from, zeros elsewhere), 0644 smp_affinity
+lists, a real MSI-X capability in a 4096-byte config space. IRQs are spread over devices with tables of up to 2048 entries.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def generate(out: Path, ncpus: int, nirqs: int) -> list[str]:
     (sys_dir / "bus/pci/drivers/mlx5_core").mkdir(parents=True)
     devices = sys_dir / "bus/pci/devices"
     devices.mkdir(parents=True)
-    zeros = ",".join("0" for _ in range(ncpus)) + "\n"
     bdfs = []
     irq = FIRST_IRQ
     remaining = nirqs
@@ -92,13 +92,17 @@ def generate(out: Path, ncpus: int, nirqs: int) -> list[str]:
             write(sys_irq / "chip_name", f"IR-PCI-MSIX-{bdf}\n")
             write(sys_irq / "hwirq", f"{index}\n")
             write(sys_irq / "actions", f"mlx5_comp{index}@pci:{bdf}\n")
-            write(sys_irq / "per_cpu_count", zeros)
+            cpu = local[index % len(local)]
+            counts = [0] * ncpus
+            counts[cpu] = 1 + irq * 7919 % 10_000_000
+            if index % 4 == 3:
+                counts[local[0]] += 1 + irq * 104729 % 1_000_000
+            write(sys_irq / "per_cpu_count", ",".join(map(str, counts)) + "\n")
             write(sys_irq / "type", "edge\n")
             write(sys_irq / "name", "edge\n")
             write(sys_irq / "wakeup", "disabled\n")
             proc_irq = proc / "irq" / str(irq)
             proc_irq.mkdir(parents=True)
-            cpu = local[index % len(local)]
             write(proc_irq / "smp_affinity", mask({cpu}, ncpus) + "\n", 0o644)
             write(proc_irq / "smp_affinity_list", f"{cpu}\n", 0o644)
             write(proc_irq / "effective_affinity", mask({cpu}, ncpus) + "\n")

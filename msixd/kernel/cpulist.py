@@ -30,6 +30,8 @@ def parse_cpulist(text: str) -> frozenset[int]:
     """Parse a CPU list; the empty string is the empty set. Raises InvalidCpuList."""
     whole = text
     text = text.strip()
+    if text.isdecimal() and text.isascii():  # one CPU, what most IRQ affinities are
+        return frozenset((_cpu(text, whole),))
     cpus: set[int] = set()
     if not text:
         return frozenset()

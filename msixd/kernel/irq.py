@@ -93,24 +93,46 @@ class SysIrq:
         return sum(self.per_cpu_count)
 
 
-_COUNTS = re.compile(r"[0-9]+(?:,[0-9]+)*")
+_COUNT_CHARS = b"0123456789,"
+_NONZERO_DIGITS = "123456789"
 
 
 def _counts(path: str, text: str) -> tuple[int, ...]:
     """per_cpu_count: one decimal count per possible CPU, comma-separated.
 
-    On a host with a thousand CPUs this is most of an inventory's parsing
-    (one number per CPU per IRQ): checked by one regular expression and
-    converted by the json module's C parser, twice as fast as int() per item.
+    On a host with a thousand CPUs this is most of an inventory's parsing (one
+    number per CPU per IRQ), and nearly all of those numbers are 0: an MSI-X
+    vector fires on its effective CPU and perhaps a few it was moved from.
+    So the text is checked with C string operations only (bytes.translate
+    deletes every allowed character; what is left, or an empty item, is an
+    error), and a mostly-zero line is parsed by finding its few non-zero
+    items with str.find; a dense one goes to the json module's C parser.
+    Both are several times faster than a regular expression or int() per item.
     """
     if not text:
         return ()
-    if _COUNTS.fullmatch(text) is None:
+    if text.encode().translate(None, _COUNT_CHARS) or ",," in text or text[0] == "," or text[-1] == ",":
         raise KernelFormatError(path, text, "expected comma-separated counts")
-    try:
-        return tuple(json.loads(f"[{text}]"))
-    except ValueError:  # leading zeros, which JSON refuses and the kernel never writes
-        return tuple(map(int, text.split(",")))
+    items = text.count(",") + 1
+    zero_items = text.count(",0") + (text[0] == "0")  # exact unless the kernel wrote a leading zero
+    if (items - zero_items) * 16 > items:
+        try:
+            return tuple(json.loads(f"[{text}]"))
+        except ValueError:  # leading zeros, which JSON refuses and the kernel never writes
+            return tuple(map(int, text.split(",")))
+    counts = [0] * items
+    find = text.find
+    cpu = position = 0
+    while True:
+        starts = [i for i in map(find, _NONZERO_DIGITS, [position] * 9) if i >= 0]
+        if not starts:
+            return tuple(counts)
+        start = min(starts)  # the first non-zero digit: a non-zero item begins at or before it
+        cpu += text.count(",", position, start)
+        end = find(",", start)
+        end = len(text) if end < 0 else end
+        counts[cpu] = int(text[start:end])
+        position = end
 
 
 def read_sys_irq(roots: KernelRoots, irq: int) -> SysIrq | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from msixd.config import ConfigError, parse
-from msixd.errors import InvalidBdf, InvalidCpuList
+from msixd.errors import InvalidBdf, InvalidCpuList, KernelFormatError
 from msixd.kernel.cpulist import parse_cpulist, parse_cpumask
 from msixd.kernel.debugfs import parse_irq
+from msixd.kernel.irq import _counts
 from msixd.kernel.pci import MsixProbe, find_msix, parse_bdf
 from tests.fixturetree import FIXTURES
 
@@ -82,3 +85,37 @@ def test_config_file(text: str) -> None:
         parse(text)
     except ConfigError as err:
         assert str(err)
+
+
+# per_cpu_count as the kernel writes it: mostly zeros with a few counts, or dense.
+count_lists = st.one_of(
+    st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=64),
+    st.integers(1, 2048).flatmap(
+        lambda n: st.dictionaries(st.integers(0, n - 1), st.integers(1, 2**64 - 1), max_size=6).map(
+            lambda hits: [hits.get(cpu, 0) for cpu in range(n)]
+        )
+    ),
+)
+
+
+@CASES
+@given(count_lists)
+def test_per_cpu_count_round_trip(counts: list[int]) -> None:
+    assert _counts("per_cpu_count", ",".join(map(str, counts))) == tuple(counts)
+
+
+@CASES
+@given(st.one_of(st.text(max_size=60), st.from_regex(r"[0-9,]{0,60}", fullmatch=True),
+                 st.from_regex(r"[0-9]{1,3}(,0{1,3}|,[1-9][0-9]{0,2}){0,30}", fullmatch=True)))
+def test_per_cpu_count_any_text(text: str) -> None:
+    """Exactly what a comma-separated list of decimal numbers means, or the typed error."""
+    if not text:
+        assert _counts("per_cpu_count", text) == ()
+    elif re.fullmatch(r"[0-9]+(,[0-9]+)*", text, flags=re.ASCII):
+        assert _counts("per_cpu_count", text) == tuple(int(item) for item in text.split(","))
+    else:
+        try:
+            _counts("per_cpu_count", text)
+        except KernelFormatError:
+            return
+        raise AssertionError(f"{text!r} was accepted")
