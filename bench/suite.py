@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench import rpc
 
         if args.quick:
-            rpc.CALLS = 100
+            rpc.SAMPLES = 800
         rows = rpc.run([1, 8] if args.quick else [1, 8, 32])
-        save("rpc", {"calls_per_client": rpc.CALLS, "rows": rows, "footprint": rpc.footprint(),
+        save("rpc", {"samples_per_method": rpc.SAMPLES, "rows": rows, "footprint": rpc.footprint(),
                      "machine": machine()}, args.out)
         rpc.profile_get_device(args.out)
     if "vfio" in parts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import grp
 import os
 import signal
@@ -125,6 +126,10 @@ def run(args: argparse.Namespace, config: Config) -> None:
     roots = KernelRoots.under(args.root) if args.root else KernelRoots()
     daemon = Daemon(config, roots)
     daemon.start()
+    # Everything built so far (grpc, protobuf, the servicer) lives as long as the
+    # process: keep it out of the collector's generations, so a collection during
+    # a request walks only that request's objects (a p99 cost, see bench/rpc.py).
+    gc.freeze()
     sdnotify.notify("READY=1")
     ping = sdnotify.watchdog_interval()
     while True:
