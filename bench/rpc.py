@@ -6,8 +6,8 @@ send SAMPLES // clients requests (at least 100) back to back, so every p99
 rests on a few dozen of the slowest samples, not on two or three. The floor
 is msixd's Echo RPC on the same server: the same gateway, peer
 identification, access check, logging and metrics, everything but the work
-of the call itself. grpc.health.v1 Check,
-which skips msixd's own request handling, is measured too as a reference.
+of the call itself. grpc.health.v1 Check, which skips msixd's own request
+handling, is measured too as a reference.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ tests/fixtures/ show): per-device remapped MSI-X domains (chip
 IR-PCI-MSIX-<bdf>, hwirq = table index, 6.2+), per_cpu_count over every
 possible CPU (counts on the vector's effective CPU, and for every fourth
 vector on the CPU it was moved from, zeros elsewhere), 0644 smp_affinity
-lists, a real MSI-X capability in a 4096-byte config space. IRQs are spread over devices with tables of up to 2048 entries.
+lists, a real MSI-X capability in a 4096-byte config space. IRQs are spread
+over devices with tables of up to 2048 entries.
 """
 
 from __future__ import annotations

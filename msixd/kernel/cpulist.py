@@ -30,7 +30,7 @@ def parse_cpulist(text: str) -> frozenset[int]:
     """Parse a CPU list; the empty string is the empty set. Raises InvalidCpuList."""
     whole = text
     text = text.strip()
-    if text.isdecimal() and text.isascii():  # one CPU, what most IRQ affinities are
+    if text.isdigit():  # one CPU, what most IRQ affinities are (_cpu checks the rest)
         return frozenset((_cpu(text, whole),))
     cpus: set[int] = set()
     if not text:
