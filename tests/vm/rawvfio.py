@@ -23,6 +23,8 @@ NORESIZE = 8
 # which routes the Rx queue 0 cause (ICR bit 20) to an MSI-X vector (bits 2:0,
 # valid bit 3).
 E1000_ICR, E1000_ICS, E1000_IMS, E1000_IVAR = 0xC0, 0xC8, 0xD0, 0xE4
+# Interrupt throttling, per MSI-X vector (EITR0..4) and for the whole function (ITR).
+E1000_ITR, E1000_EITR = 0xC4, 0xE8
 E1000_ICR_RXQ0 = 1 << 20
 PCI_COMMAND = 0x04
 PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER = 0x2, 0x4
@@ -110,6 +112,10 @@ def raise_e1000e_interrupt(device: int, vector: int) -> None:
     def write(register: int, value: int) -> None:
         os.pwrite(device, struct.pack("<I", value), bar0 + register)
 
+    # No throttling: with a delay set, QEMU 7.2 arms a timer after the message
+    # and aborts if it fires once MSI-X is disabled (a vector released early).
+    write(E1000_ITR, 0)
+    write(E1000_EITR + 4 * vector, 0)
     os.pread(device, 4, bar0 + E1000_ICR)
     write(E1000_IVAR, 0x8 | vector)
     write(E1000_IMS, E1000_ICR_RXQ0)
