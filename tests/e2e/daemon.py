@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -14,8 +15,13 @@ from pathlib import Path
 from tests.e2e.conftest import REPO, wait_serving
 
 
+def _limit_files(nofile: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+
 class Daemon:
-    def __init__(self, config: str, *args: str) -> None:
+    def __init__(self, config: str, *args: str, nofile: int | None = None, env: dict[str, str] | None = None) -> None:
+        """nofile: RLIMIT_NOFILE for msixd (systemd gives services 1024 soft unless the unit says otherwise)."""
         # World-traversable: the socket must be reachable by the test's other users.
         self.dir = Path(tempfile.mkdtemp(prefix="msixd-e2e-"))
         self.dir.chmod(0o755)
@@ -25,7 +31,8 @@ class Daemon:
         self.log = self.dir / "msixd.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "msixd.main", "--config", str(self.config), "--log-format", "json", *args],
-            cwd=REPO, stdout=self.log.open("w"), stderr=subprocess.STDOUT, text=True,
+            cwd=REPO, stdout=self.log.open("w"), stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+            preexec_fn=(lambda: _limit_files(nofile)) if nofile else None,
         )
         wait_serving(self.socket, self.proc)
 
