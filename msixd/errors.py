@@ -11,19 +11,25 @@ class MsixdError(Exception):
     """Base of every error msixd reports to a client."""
 
 
+def shown(text: str, limit: int = 40) -> str:
+    """A caller's text as an error message quotes it: repr'd, and cut short, because the message
+    goes back to the caller and into the log whatever size the text was."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 class InvalidArgument(MsixdError):
     """The request itself is wrong; nothing was touched."""
 
 
 class InvalidBdf(InvalidArgument):
     def __init__(self, text: str) -> None:
-        super().__init__(f"invalid PCI address {text!r}: expected DDDD:BB:DD.F or BB:DD.F (hex)")
+        super().__init__(f"invalid PCI address {shown(text)}: expected DDDD:BB:DD.F or BB:DD.F (hex)")
         self.text = text
 
 
 class InvalidCpuList(InvalidArgument):
     def __init__(self, text: str, reason: str) -> None:
-        super().__init__(f"invalid CPU list {text!r}: {reason}")
+        super().__init__(f"invalid CPU list {shown(text)}: {reason}")
         self.text = text
         self.reason = reason
 
@@ -47,6 +53,10 @@ class KernelFormatError(MsixdError):
 
 class FailedPrecondition(MsixdError):
     """The request is well formed, but the system is not in a state that allows it."""
+
+
+class ResourceExhausted(MsixdError):
+    """Something the request needs is used up (file descriptors, interrupt vectors); nothing was lost."""
 
 
 class VectorNotFound(MsixdError):

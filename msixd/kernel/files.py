@@ -8,7 +8,15 @@ freed between listing and reading is normal), and the caller decides.
 
 from __future__ import annotations
 
+import errno
 import os
+
+from msixd.errors import ResourceExhausted
+
+# Failures that say nothing about the file, only that msixd is out of something:
+# never to be read as "no such file" (a device reported missing because msixd
+# ran out of descriptors would be a lie).
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 _CHUNK = 65536
 
@@ -18,11 +26,14 @@ def read_bytes(path: str) -> bytes | None:
 
     Missing, a directory, write-only (sysfs "remove"), or an error from the
     kernel while reading (EIO, ENODEV: the device went away between open and
-    read): for an attribute all of these mean "no value now".
+    read): for an attribute all of these mean "no value now". Running out of
+    descriptors or memory is ResourceExhausted, never "no value".
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    except OSError as err:
+        if err.errno in _EXHAUSTED:
+            raise ResourceExhausted(f"cannot read {path}: {os.strerror(err.errno)}") from err
         return None
     try:
         data = os.read(fd, _CHUNK)
@@ -59,6 +70,10 @@ def list_dir(path: str) -> list[str]:
         return os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as err:
+        if err.errno in _EXHAUSTED:
+            raise ResourceExhausted(f"cannot list {path}: {os.strerror(err.errno)}") from err
+        raise
 
 
 def inode(path: str) -> int | None:

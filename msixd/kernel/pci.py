@@ -125,6 +125,12 @@ def device_identity(roots: KernelRoots, bdf: str) -> int | None:
     return inode(device_dir(roots, bdf))
 
 
+def iommu_group_name(roots: KernelRoots, group: int) -> str | None:
+    """The IOMMU group's name, if it has one: "vfio-noiommu" for a group vfio made for a device
+    without an IOMMU (drivers/vfio/group.c, vfio_noiommu_group_alloc)."""
+    return read_text(f"{roots.sysfs}/kernel/iommu_groups/{group}/name")
+
+
 def list_bdfs(roots: KernelRoots) -> list[str]:
     return sorted(list_dir(f"{roots.sysfs}/bus/pci/devices"))
 

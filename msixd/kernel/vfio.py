@@ -204,9 +204,14 @@ def set_iommu(container: int, iommu_type: int) -> None:
 # Group
 
 
+def group_path(dev: str, group: int, noiommu: bool = False) -> str:
+    """<dev>/vfio/<group>, or <dev>/vfio/noiommu-<group> for a no-IOMMU group."""
+    return f"{dev}/vfio/{'noiommu-' if noiommu else ''}{group}"
+
+
 def open_group(dev: str, group: int, noiommu: bool = False) -> int:
-    """Open <dev>/vfio/<group> (or noiommu-<group>). EBUSY: another process holds it."""
-    path = f"{dev}/vfio/{'noiommu-' if noiommu else ''}{group}"
+    """Open the group's file (group_path). EBUSY: another process holds it."""
+    path = group_path(dev, group, noiommu)
     try:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as err:

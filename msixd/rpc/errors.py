@@ -11,18 +11,21 @@ from msixd.errors import (
     InvalidArgument,
     KernelFormatError,
     MsixdError,
+    ResourceExhausted,
     VectorNotFound,
 )
 from msixd.kernel.irq import AffinityRefused, AffinityRejected
 from msixd.kernel.pcibind import BindError
 from msixd.kernel.vfio import PartialAllocation, VfioBusy, VfioError, VfioNoDevice
 from msixd.rpc.access import PermissionDenied
+from msixd.rpc.limits import TooManyStreams
 
 STATUS_CODES: dict[type[MsixdError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     DeviceNotFound: grpc.StatusCode.NOT_FOUND,
     VectorNotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     GroupHeld: grpc.StatusCode.UNAVAILABLE,
     AffinityRefused: grpc.StatusCode.FAILED_PRECONDITION,
     AffinityRejected: grpc.StatusCode.FAILED_PRECONDITION,
@@ -33,6 +36,7 @@ STATUS_CODES: dict[type[MsixdError], grpc.StatusCode] = {
     VfioError: grpc.StatusCode.FAILED_PRECONDITION,
     KernelFormatError: grpc.StatusCode.INTERNAL,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

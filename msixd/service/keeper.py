@@ -23,7 +23,7 @@ from msixd.errors import DeviceNotFound, MsixdError
 from msixd.kernel import pci
 from msixd.kernel.roots import KernelRoots
 from msixd.service.binding import Binding
-from msixd.service.owner import Owner, Released
+from msixd.service.owner import GivenBack, Owner
 
 log = structlog.get_logger(__name__)
 # How long a device asked back may still be seen before it counts as unbound, not removed.
@@ -38,6 +38,7 @@ class Keeper:
         self._asked: dict[str, tuple[float, int | None]] = {}  # bdf -> when the kernel asked, identity then
         self._gone: set[str] = set()  # asked for, then seen absent: removed
         self._stop = threading.Event()
+        self.heartbeat = time.monotonic()  # each turn of the loop: liveness watches it
         self._thread = threading.Thread(target=self._run, name="keeper", daemon=True)
 
     def start(self) -> None:
@@ -47,15 +48,16 @@ class Keeper:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def released(self, devices: list[Released]) -> None:
+    def released(self, devices: list[GivenBack]) -> None:
         """The owner gave these devices back because the kernel asked."""
         for device in devices:
             self._asked[device.bdf] = (time.monotonic(), device.identity)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
             try:
-                self.released(self._owner.handle_release_requests(timeout=0.5))
+                self.released(self._owner.handle_release_requests(timeout=0.5, stop=self._stop))
                 self.step()
             except Exception:  # noqa: BLE001 - the keeper must not die of one device
                 log.exception("keeper step failed")
@@ -93,7 +95,7 @@ class Keeper:
             try:
                 if device.driver != "vfio-pci" and state.previous_driver is not None:
                     self._binding.bind(bdf)
-                self._owner.restore_one(bdf, state)
+                self._owner.restore_one(bdf, state, "the device returned")
                 self._gone.discard(bdf)
                 log.info("device returned and was taken back", bdf=bdf, vectors=state.vectors)
             except MsixdError as err:

@@ -14,27 +14,29 @@ affinity.
 from __future__ import annotations
 
 import enum
+import os
 import select
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 
 import structlog
 
-from msixd.errors import FailedPrecondition, GroupHeld, InvalidArgument, VectorNotFound
+from msixd.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, VectorNotFound
 from msixd.kernel import irq as kirq
-from msixd.kernel import pci, procs
+from msixd.kernel import pci
 from msixd.kernel import vfio as kvfio
 from msixd.kernel.cpulist import format_cpulist
-from msixd.kernel.files import read_text
 from msixd.kernel.roots import KernelRoots
-from msixd.kernel.vfio import VfioBusy, VfioError
+from msixd.kernel.vfio import PartialAllocation, VfioError, VfioNoSpace
+from msixd.service.desired import DesiredState
+from msixd.service.session import OwnedDevice, Sessions
 from msixd.service.state import DeviceState, StateStore
 
 log = structlog.get_logger(__name__)
+audit = structlog.get_logger("msixd.audit")
 
 
 class ResizePath(enum.Enum):
@@ -45,42 +47,28 @@ class ResizePath(enum.Enum):
     UNCHANGED = "unchanged"
 
 
-@dataclass
-class OpenGroup:
-    """A VFIO group and its container, shared by the group's devices msixd owns."""
-
-    group: int
-    group_fd: int
-    container_fd: int
-    users: set[str] = field(default_factory=set)
-
-
 @dataclass(frozen=True)
-class Released:
+class GivenBack:
     """A device given back because the kernel asked, and which incarnation of it that was."""
 
     bdf: str
     identity: int | None
 
 
-@dataclass
-class OwnedDevice:
-    bdf: str
-    group: int
-    device_fd: int
-    table_size: int
-    dynamic: bool
-    # MSI-X index -> eventfd of every vector with a trigger installed.
-    eventfds: dict[int, int] = field(default_factory=dict)
-    # Linux IRQs allocated since MSI-X was enabled (vectors 0..allocated-1).
-    allocated: int = 0
-    # Interrupts counted on each index's eventfds so far.
-    counts: dict[int, int] = field(default_factory=dict)
-    # Signalled by the kernel when it wants the device back (-1: none installed).
-    request_fd: int = -1
-    # pci.device_identity when opened: tells a device that was removed and came back from one unbound.
-    identity: int | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+class VectorsExhausted(ResourceExhausted):
+    """The kernel could not allocate the vectors asked for; what the device kept is said."""
+
+    def __init__(self, bdf: str, asked: int, kept: int, allocated: int, reason: str) -> None:
+        held = f"; the kernel holds {allocated} IRQs for it until MSI-X is disabled" if allocated > kept else ""
+        super().__init__(
+            f"{bdf}: the kernel could not allocate {asked} MSI-X vectors ({reason}): the CPUs' interrupt "
+            f"vectors are used up (x86 has about 200 per CPU for all devices); the device keeps its {kept} "
+            f"vectors{held}"
+        )
+        self.bdf = bdf
+        self.asked = asked
+        self.kept = kept
+        self.allocated = allocated
 
 
 def _runs(indexes: list[int]) -> Iterator[list[int]]:
@@ -96,25 +84,39 @@ def _runs(indexes: list[int]) -> Iterator[list[int]]:
 
 
 class Owner:
-    """Owns VFIO devices for msixd. Thread-safe: one lock per device, one for the table."""
+    """Owns VFIO devices for msixd: their sessions, their vectors, and the state to restore.
+
+    Locks, outer to inner (a thread holding one may take only those after it):
+
+    1. ``OwnedDevice.lock``: one device's session and vectors, held for a whole call on
+       that device (a resize, a trigger, a release the kernel asked for, a placement of
+       one of its vectors).
+    2. ``Placement._lock``: one kernel affinity write and its record in the state.
+    3. ``Owner._lock`` (the table of owned devices, and the VFIO groups in Sessions) and
+       DesiredState's lock: leaves, held only for dictionary work, opening or closing
+       VFIO files, and the state file's write; no other lock is taken under them.
+
+    A device found in the table may have been closed by the time its lock is taken (the
+    kernel asked for it back, msixd is stopping): every path checks ``device.open`` once
+    it holds the lock.
+    """
 
     def __init__(self, roots: KernelRoots, store: StateStore, vfio: ModuleType = kvfio) -> None:
         self._roots = roots
-        self._store = store
         self._vfio = vfio
+        self._sessions = Sessions(roots, vfio)
         self._devices: dict[str, OwnedDevice] = {}
-        self._groups: dict[int, OpenGroup] = {}
-        self._desired: dict[str, DeviceState] = store.load()
+        self._desired = DesiredState(store)
         self._lock = threading.Lock()
 
     # Queries
 
     def owned(self, bdf: str) -> OwnedDevice | None:
-        return self._devices.get(bdf)
+        device = self._devices.get(bdf)
+        return device if device is not None and device.open else None
 
     def desired(self) -> dict[str, DeviceState]:
-        with self._lock:
-            return {bdf: DeviceState(s.vectors, dict(s.affinities), s.previous_driver) for bdf, s in self._desired.items()}
+        return self._desired.snapshot()
 
     def counts(self, bdf: str) -> dict[int, int]:
         """Interrupts counted on each owned vector's eventfds since msixd enabled it."""
@@ -122,173 +124,111 @@ class Owner:
         if device is None:
             return {}
         with device.lock:
-            return self._drain(device)
+            return self._drain(device) if device.open else {}
 
-    def _drain(self, device: OwnedDevice) -> dict[int, int]:
-        for index, fd in device.eventfds.items():
-            device.counts[index] = device.counts.get(index, 0) + self._vfio.read_eventfd(fd)
+    def _drain(self, device: OwnedDevice, indexes: list[int] | None = None) -> dict[int, int]:
+        """Add what each eventfd counted since the last read to the vector's count."""
+        for index in device.eventfds if indexes is None else indexes:
+            device.counts[index] = device.counts.get(index, 0) + self._vfio.read_eventfd(device.eventfds[index])
         return {index: device.counts.get(index, 0) for index in device.eventfds}
 
-    # Opening and closing
-
-    def _open_group(self, bdf: str, group: int) -> OpenGroup:
-        """The group's open files, opening them on first use (one open per group: the kernel allows no more).
-
-        A group the kernel made for a device without an IOMMU (vfio.enable_unsafe_noiommu_mode,
-        CONFIG_VFIO_NOIOMMU) is named "vfio-noiommu", opens as noiommu-<N> and takes
-        the no-IOMMU container type; every other group takes type1v2.
-        """
-        opened = self._groups.get(group)
-        if opened is not None:
-            return opened
-        vfio = self._vfio
-        dev = str(self._roots.dev)
-        noiommu = read_text(f"{self._roots.sysfs}/kernel/iommu_groups/{group}/name") == "vfio-noiommu"
-        iommu_type = kvfio.VFIO_NOIOMMU_IOMMU if noiommu else kvfio.VFIO_TYPE1v2_IOMMU
-        try:
-            group_fd = vfio.open_group(dev, group, noiommu)
-        except VfioBusy as err:
-            holders = procs.holders(self._roots, f"/dev/vfio/{'noiommu-' if noiommu else ''}{group}")
-            raise GroupHeld(bdf, group, [(h.pid, h.command) for h in holders]) from err
-        fds = [group_fd]
-        try:
-            if not vfio.group_get_status(group_fd) & kvfio.VFIO_GROUP_FLAGS_VIABLE:
-                raise FailedPrecondition(
-                    f"VFIO group {group} of {bdf} is not viable: every device in it must be bound to vfio-pci "
-                    "or unbound"
-                )
-            container_fd = vfio.open_container(dev)
-            fds.append(container_fd)
-            if not vfio.check_extension(container_fd, iommu_type):
-                kind = "no-IOMMU mode" if noiommu else "the type1v2 IOMMU"
-                raise FailedPrecondition(f"the VFIO container does not support {kind}")
-            vfio.group_set_container(group_fd, container_fd)
-            vfio.set_iommu(container_fd, iommu_type)
-        except BaseException:
-            for fd in reversed(fds):
-                vfio.close(fd)
-            raise
-        opened = self._groups[group] = OpenGroup(group, group_fd, container_fd)
-        return opened
-
-    def _open(self, bdf: str) -> OwnedDevice:
-        device = pci.read_device(self._roots, bdf)
-        if device.driver != "vfio-pci":
-            raise FailedPrecondition(
-                f"{bdf} is bound to {device.driver or 'no driver'}, not vfio-pci: run `msixctl bind {bdf}` first"
-            )
-        if device.iommu_group is None:
-            raise FailedPrecondition(f"{bdf} has no IOMMU group: VFIO needs an active IOMMU (e.g. intel_iommu=on)")
-        group = self._open_group(bdf, device.iommu_group)
-        vfio = self._vfio
-        try:
-            device_fd = vfio.group_get_device_fd(group.group_fd, bdf)
-        except BaseException:
-            self._release_group(group)
-            raise
-        group.users.add(bdf)
-        owned = OwnedDevice(bdf=bdf, group=group.group, device_fd=device_fd, table_size=0, dynamic=False,
-                            identity=pci.device_identity(self._roots, bdf))
-        try:
-            info = vfio.device_get_irq_info(device_fd, kvfio.VFIO_PCI_MSIX_IRQ_INDEX)
-            if info.count == 0:
-                raise FailedPrecondition(f"{bdf} has no MSI-X capability")
-        except BaseException:
-            self._close(owned)
-            raise
-        owned.table_size, owned.dynamic = info.count, not info.noresize
-        owned.request_fd = vfio.new_eventfd()
-        try:
-            vfio.request_set_trigger(device_fd, owned.request_fd)
-        except VfioError as err:
-            vfio.close(owned.request_fd)
-            owned.request_fd = -1
-            log.warning("no release channel: unbinding or removing the device will wait for msixd to stop",
-                        bdf=bdf, error=str(err))
-        log.info("device opened", bdf=bdf, group=group.group, table_size=info.count, dynamic=owned.dynamic)
-        return owned
-
-    def _release_group(self, group: OpenGroup) -> None:
-        if not group.users:
-            self._vfio.close(group.group_fd)
-            self._vfio.close(group.container_fd)
-            del self._groups[group.group]
-
-    def _close(self, device: OwnedDevice) -> None:
-        """Close the device fd (the kernel disables MSI-X on release), its eventfds, and its group when unused."""
-        for fd in device.eventfds.values():
-            self._vfio.close(fd)
-        device.eventfds.clear()
-        if device.request_fd >= 0:
-            self._vfio.close(device.request_fd)
-            device.request_fd = -1
-        self._vfio.close(device.device_fd)
-        group = self._groups[device.group]
-        group.users.discard(device.bdf)
-        self._release_group(group)
+    # Holding a device
 
     @contextmanager
-    def _device(self, bdf: str, open_it: bool) -> Iterator[OwnedDevice]:
+    def _locked(self, bdf: str, open_it: bool) -> Iterator[OwnedDevice]:
         """The owned device, locked; with open_it, opened first if need be, and closed
-        again if the request that opened it fails before any vector is enabled."""
+        again if the call that opened it fails before any vector is enabled."""
         bdf = pci.parse_bdf(bdf)
-        with self._lock:
-            device = self._devices.get(bdf)
-            fresh = device is None
-            if device is None:
-                if not open_it:
-                    raise FailedPrecondition(f"msixd does not own {bdf}: run `msixctl enable {bdf} --vectors N` first")
-                device = self._devices[bdf] = self._open(bdf)
+        while True:
+            with self._lock:
+                device = self._devices.get(bdf)
+                fresh = device is None
+                if device is None:
+                    if not open_it:
+                        raise FailedPrecondition(
+                            f"msixd does not own {bdf}: run `msixctl enable {bdf} --vectors N` first")
+                    device = self._devices[bdf] = self._sessions.open(bdf)
+            with device.lock:
+                if not device.open:
+                    continue  # given back while this call waited for it: look again
+                try:
+                    yield device
+                except BaseException:
+                    if fresh and not device.eventfds:
+                        self._discard(device)
+                    raise
+                return
+
+    @contextmanager
+    def placing(self, bdf: str) -> Iterator[OwnedDevice | None]:
+        """For a placement: the device locked if msixd owns it (its vectors' affinities are
+        re-applied under that lock), else None and no lock."""
+        device = self._devices.get(bdf)
+        if device is None:
+            yield None
+            return
         with device.lock:
-            try:
-                yield device
-            except BaseException:
-                if fresh and not device.eventfds:
-                    with self._lock:
-                        self._devices.pop(bdf, None)
-                        self._close(device)
-                raise
+            yield device if device.open else None
+
+    def _discard(self, device: OwnedDevice) -> None:
+        """Close a device and drop it from the table (its lock held)."""
+        with self._lock:
+            if self._devices.get(device.bdf) is device:
+                del self._devices[device.bdf]
+            self._sessions.close(device)
 
     # Vectors
 
     def enable(self, bdf: str, vectors: int) -> tuple[ResizePath, int]:
         """Make exactly vectors 0..vectors-1 have triggers. Returns the path taken and the count before."""
-        with self._device(bdf, open_it=True) as device:
+        with self._locked(bdf, open_it=True) as device:
             if not 1 <= vectors <= device.table_size:
                 raise InvalidArgument(
                     f"{bdf} has {device.table_size} MSI-X table entries: ask for 1 to {device.table_size} vectors"
                 )
             before = len(device.eventfds)
             path = self._resize(device, set(range(vectors)))
-            self._remember(device.bdf, vectors=vectors)
+            self._desired.set_vectors(device.bdf, vectors)
             return path, before
 
     def disable(self, bdf: str, vector: int | None = None) -> list[int]:
         """Release one vector's trigger, or all vectors and the device. Returns the indexes released."""
-        with self._device(bdf, open_it=False) as device:
+        with self._locked(bdf, open_it=False) as device:
             if vector is None:
                 released = sorted(device.eventfds)
                 self._drain(device)
                 self._vfio.msix_disable(device.device_fd)
-                with self._lock:
-                    del self._devices[device.bdf]
-                    self._close(device)
-                self._forget(device.bdf)
+                self._discard(device)
+                self._desired.release(device.bdf)
                 log.info("device released", bdf=device.bdf, vectors=len(released))
                 return released
             if vector not in device.eventfds:
                 raise VectorNotFound(device.bdf, vector)
             self._resize(device, set(device.eventfds) - {vector})
-            self._remember(device.bdf, vectors=len(device.eventfds))
+            self._desired.drop_vector(device.bdf, vector, len(device.eventfds))
             return [vector]
 
     def trigger(self, bdf: str, vector: int) -> int:
         """Loopback interrupt on an owned vector; returns its eventfd count after."""
-        with self._device(bdf, open_it=False) as device:
+        with self._locked(bdf, open_it=False) as device:
             if vector not in device.eventfds:
                 raise VectorNotFound(device.bdf, vector)
             self._vfio.msix_trigger(device.device_fd, vector)
-            return self._drain(device)[vector]
+            return self._drain(device, [vector])[vector]
+
+    def _new_eventfds(self, count: int) -> list[int]:
+        fds: list[int] = []
+        try:
+            for _ in range(count):
+                fds.append(self._vfio.new_eventfd())
+        except OSError as err:
+            for fd in fds:
+                self._vfio.close(fd)
+            raise ResourceExhausted(
+                f"cannot create {count} eventfds: {os.strerror(err.errno or 0)} (msixd holds {len(fds)} more "
+                "than it can; raise LimitNOFILE= or enable fewer vectors)"
+            ) from err
+        return fds
 
     def _resize(self, device: OwnedDevice, wanted: set[int]) -> ResizePath:
         have = set(device.eventfds)
@@ -298,8 +238,8 @@ class Owner:
         vfio = self._vfio
         for run in _runs(remove):
             vfio.msix_set_triggers(device.device_fd, run[0], [-1] * len(run))
+            self._drain(device, run)
             for index in run:
-                self._drain_one(device, index)
                 vfio.close(device.eventfds.pop(index))
         if not add:
             return ResizePath.SHRINK
@@ -310,44 +250,77 @@ class Owner:
         else:
             return self._reenable(device, wanted)
         for run in _runs(add):
-            fds = [vfio.new_eventfd() for _ in run]
+            fds = self._new_eventfds(len(run))
             try:
                 vfio.msix_set_triggers(device.device_fd, run[0], fds)
-            except VfioError:
+            except VfioError as err:
                 for fd in fds:
                     vfio.close(fd)
+                if isinstance(err, VfioNoSpace) and device.eventfds:  # a grow the kernel could not give
+                    raise VectorsExhausted(device.bdf, len(wanted), len(device.eventfds),
+                                           len(kirq.msi_irqs(self._roots, device.bdf)), str(err)) from err
                 raise
             device.eventfds.update(zip(run, fds, strict=True))
             device.allocated = max(device.allocated, run[-1] + 1)
         return path
 
-    def _drain_one(self, device: OwnedDevice, index: int) -> None:
-        device.counts[index] = device.counts.get(index, 0) + self._vfio.read_eventfd(device.eventfds[index])
-
     def _reenable(self, device: OwnedDevice, wanted: set[int]) -> ResizePath:
-        """Grow past the vectors allocated at enable time without dynamic MSI-X."""
+        """Grow past the vectors allocated at enable time without dynamic MSI-X.
+
+        Every vector keeps its eventfd, and its affinity: the one msixd placed it on (the
+        desired state), else the one it had. When the kernel cannot give the larger set,
+        the previous one is enabled again, so a refused grow loses nothing.
+        """
         vfio = self._vfio
+        placed = self._desired.get(device.bdf)
         kept = self._affinities(device)
+        if placed is not None:
+            kept.update({i: frozenset(c) for i, c in placed.affinities.items() if i in device.eventfds and c})
+        before = dict(device.eventfds)
+        new = dict(zip(sorted(wanted - set(before)), self._new_eventfds(len(wanted - set(before))), strict=True))
+        fds = {**before, **new}
         self._drain(device)
-        vfio.msix_disable(device.device_fd)
+        try:
+            vfio.msix_disable(device.device_fd)
+        except VfioError:
+            for fd in new.values():
+                vfio.close(fd)
+            raise
         device.allocated = 0
         top = max(wanted)
-        fds = {index: device.eventfds.get(index) or vfio.new_eventfd() for index in wanted}
         try:
             vfio.msix_set_triggers(device.device_fd, 0, [fds.get(i, -1) for i in range(top + 1)])
-        except VfioError:
-            # MSI-X is off now; the vectors that were there before are lost too.
-            for index, fd in fds.items():
-                if index not in device.eventfds:
-                    vfio.close(fd)
-            for fd in device.eventfds.values():
+        except VfioError as err:
+            for fd in new.values():
                 vfio.close(fd)
-            device.eventfds.clear()
+            self._enable_again(device, before, kept)
+            if isinstance(err, (VfioNoSpace, PartialAllocation)):
+                raise VectorsExhausted(device.bdf, len(wanted), len(device.eventfds), len(device.eventfds),
+                                       str(err)) from err
             raise
         device.eventfds = dict(sorted(fds.items()))
         device.allocated = top + 1
         self._apply_affinities(device, kept)
         return ResizePath.REENABLE
+
+    def _enable_again(self, device: OwnedDevice, vectors: dict[int, int], kept: dict[int, frozenset[int]]) -> None:
+        """After a failed re-enable (MSI-X is off): the vectors the device had, with their eventfds."""
+        if not vectors:
+            device.eventfds.clear()
+            return
+        top = max(vectors)
+        try:
+            self._vfio.msix_set_triggers(device.device_fd, 0, [vectors.get(i, -1) for i in range(top + 1)])
+        except VfioError as err:
+            log.error("the vectors of the device could not be enabled again; they are lost", bdf=device.bdf,
+                      vectors=len(vectors), error=str(err))
+            for fd in vectors.values():
+                self._vfio.close(fd)
+            device.eventfds.clear()
+            return
+        device.eventfds = dict(sorted(vectors.items()))
+        device.allocated = top + 1
+        self._apply_affinities(device, kept)
 
     def _irq_of(self, device: OwnedDevice) -> dict[int, int]:
         """MSI-X index -> Linux IRQ for the device's allocated vectors."""
@@ -380,48 +353,31 @@ class Owner:
 
     # Desired state
 
-    def _remember(self, bdf: str, **changes: object) -> None:
-        with self._lock:
-            state = self._desired.setdefault(bdf, DeviceState())
-            for name, value in changes.items():
-                setattr(state, name, value)
-            self._store.save(self._desired)
-
     def remember_affinity(self, bdf: str, vector: int, cpus: frozenset[int]) -> None:
-        """Keep a placement of an owned vector, to re-apply after re-enable or restart."""
-        if bdf not in self._devices:
-            return
-        with self._lock:
-            self._desired.setdefault(bdf, DeviceState()).affinities[vector] = sorted(cpus)
-            self._store.save(self._desired)
+        """Keep a placement of an owned vector, to re-apply after re-enable or restart.
+
+        Called by Placement inside placing(bdf), so the write and this record are one step
+        for the device.
+        """
+        if self.owned(bdf) is not None:
+            self._desired.set_affinity(bdf, vector, cpus)
 
     def remember_driver(self, bdf: str, driver: str | None) -> None:
-        self._remember(bdf, previous_driver=driver)
-
-    def _forget(self, bdf: str) -> None:
-        with self._lock:
-            state = self._desired.get(bdf)
-            if state is None:
-                return
-            if state.previous_driver:  # still bound to vfio-pci: Release needs to know
-                state.vectors, state.affinities = 0, {}
-            else:
-                del self._desired[bdf]
-            self._store.save(self._desired)
+        self._desired.set_driver(bdf, driver)
 
     def forget_device(self, bdf: str) -> DeviceState | None:
-        with self._lock:
-            state = self._desired.pop(bdf, None)
-            self._store.save(self._desired)
-            return state
+        return self._desired.forget(bdf)
 
-    def restore_one(self, bdf: str, state: DeviceState) -> None:
-        """Own the device again as the saved state says: its vector count, then its placements."""
-        self.enable(bdf, state.vectors)
-        device = self._devices[bdf]
-        with device.lock:
+    def restore_one(self, bdf: str, state: DeviceState, why: str) -> None:
+        """Own the device again as the saved state says: its vector count, then its placements, as one step."""
+        with self._locked(bdf, open_it=True) as device:
+            if not 1 <= state.vectors <= device.table_size:
+                raise InvalidArgument(f"the saved state asks for {state.vectors} vectors; {bdf} has "
+                                      f"{device.table_size} MSI-X table entries")
+            path = self._resize(device, set(range(state.vectors)))
             self._apply_affinities(device, {i: frozenset(c) for i, c in state.affinities.items()})
-        log.info("state re-applied", bdf=bdf, vectors=state.vectors, affinities=len(state.affinities))
+        audit.info("enable", bdf=bdf, vectors=state.vectors, path=path.value, affinities=len(state.affinities),
+                   initiator="msixd", reason=why)
 
     def restore(self) -> dict[str, str]:
         """Re-apply the saved state at start. Returns bdf -> "" or what went wrong."""
@@ -430,14 +386,16 @@ class Owner:
             if state.vectors == 0:
                 continue
             try:
-                self.restore_one(bdf, state)
+                self.restore_one(bdf, state, "restore at start")
                 outcome[bdf] = ""
             except Exception as err:  # noqa: BLE001 - one device's trouble must not stop the others
                 outcome[bdf] = str(err)
                 log.warning("state not re-applied", bdf=bdf, error=str(err))
         return outcome
 
-    def handle_release_requests(self, timeout: float) -> list[Released]:
+    # The kernel asking for devices back, and stopping
+
+    def handle_release_requests(self, timeout: float, stop: threading.Event | None = None) -> list[GivenBack]:
         """Wait up to timeout for the kernel to ask for devices back, and give them back.
 
         Unbinding a device from vfio-pci, or removing it, blocks in the kernel
@@ -445,37 +403,39 @@ class Owner:
         whether the device is to be taken back.
         """
         with self._lock:
-            waiting = {d.request_fd: d for d in self._devices.values() if d.request_fd >= 0}
+            waiting = {d.request_fd: d for d in self._devices.values() if d.open and d.request_fd >= 0}
         if not waiting:
-            time.sleep(timeout)
+            (stop or threading.Event()).wait(timeout)
             return []
         poller = select.poll()
         for fd in waiting:
             poller.register(fd, select.POLLIN)
-        released = []
-        for fd, _ in poller.poll(timeout * 1000):
+        given_back = []
+        for fd, events in poller.poll(timeout * 1000):
             device = waiting[fd]
-            with self._lock:
-                if self._devices.get(device.bdf) is not device:
-                    continue  # released meanwhile
-                with device.lock:
-                    self._drain(device)
-                    del self._devices[device.bdf]
-                    self._close(device)
+            if not events & select.POLLIN:
+                continue  # closed meanwhile (POLLNVAL): released by someone else
+            with device.lock:
+                if not device.open:
+                    continue
+                self._drain(device)
+                self._discard(device)
             log.warning("the kernel asked for the device back (unbind or removal); released it", bdf=device.bdf)
-            released.append(Released(device.bdf, device.identity))
-        return released
+            audit.info("release", bdf=device.bdf, initiator="msixd", reason="the kernel asked for the device back")
+            given_back.append(GivenBack(device.bdf, device.identity))
+        return given_back
 
     def close_all(self) -> None:
         """Shut down: disable MSI-X on every owned device and close everything (state is kept)."""
         with self._lock:
             devices = list(self._devices.values())
-            self._devices.clear()
-            for device in devices:
-                with device.lock:
-                    if device.allocated:
-                        try:
-                            self._vfio.msix_disable(device.device_fd)
-                        except VfioError as err:
-                            log.warning("disable at shutdown failed", bdf=device.bdf, error=str(err))
-                    self._close(device)
+        for device in devices:
+            with device.lock:
+                if not device.open:
+                    continue
+                if device.allocated:
+                    try:
+                        self._vfio.msix_disable(device.device_fd)
+                    except VfioError as err:
+                        log.warning("disable at shutdown failed", bdf=device.bdf, error=str(err))
+                self._discard(device)

@@ -87,7 +87,9 @@ class Placement:
     def _place(self, bdf: str, vector: Vector, cpus: frozenset[int]) -> Placed:
         if not vector.affinity_settable:
             raise kirq.AffinityRefused(vector.irq, vector.affinity_reason)
-        with self._lock:
+        # The device's lock first (msixd/service/owner.py gives the order): a re-enable of an
+        # owned device re-applies its vectors' affinities under it.
+        with self._owner.placing(bdf), self._lock:
             kirq.write_affinity(self._roots, vector.irq, format_cpulist(cpus))
             after = kirq.read_proc_irq(self._roots, vector.irq)
             self._owner.remember_affinity(bdf, vector.index, cpus)

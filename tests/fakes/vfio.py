@@ -62,6 +62,9 @@ class FakeVfio:
     def set_iommu(self, container: int, iommu_type: int) -> None:
         self.calls.append(("set_iommu", (iommu_type,)))
 
+    def group_path(self, dev: str, group: int, noiommu: bool = False) -> str:
+        return real.group_path(dev, group, noiommu)
+
     def open_group(self, dev: str, group: int, noiommu: bool = False) -> int:
         if group in self.open_groups:
             raise error("open vfio group", errno.EBUSY, f"{dev}/vfio/{group}")
