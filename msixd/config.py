@@ -36,6 +36,12 @@ class Config:
     tls_key: Path | None = None
     # CA that signs client certificates; TCP clients must present one.
     tls_client_ca: Path | None = None
+    # Names (subject CN or a subjectAltName) of client certificates that may change things, and
+    # of those that may only read. A certificate named in neither may do nothing.
+    tls_admins: tuple[str, ...] = ()
+    tls_readers: tuple[str, ...] = ()
+    # A connection to the Unix socket that sends or receives nothing for this long is closed.
+    client_idle_seconds: float = 120.0
     # CPUs msixd never places a vector on.
     banned_cpus: frozenset[int] = field(default_factory=frozenset)
     state_dir: Path = Path("/var/lib/msixd")
@@ -47,14 +53,15 @@ class Config:
     def reload_changes(self, new: Config) -> tuple[list[str], list[str]]:
         """Names of settings a reload can apply, and of those that need a restart."""
         changed = [f.name for f in fields(self) if getattr(self, f.name) != getattr(new, f.name)]
-        live = {"banned_cpus", "log_format", "log_level", "admin_group", "socket_group"}
+        live = {"banned_cpus", "log_format", "log_level", "admin_group", "socket_group", "tls_admins", "tls_readers"}
         return [n for n in changed if n in live], [n for n in changed if n not in live]
 
 
 _TYPES = {
     "socket": Path, "socket_group": str, "admin_group": str, "tcp_listen": str, "tls_cert": Path,
     "tls_key": Path, "tls_client_ca": Path, "banned_cpus": str, "state_dir": Path, "log_format": str,
-    "log_level": str, "metrics_listen": str,
+    "log_level": str, "metrics_listen": str, "tls_admins": tuple, "tls_readers": tuple,
+    "client_idle_seconds": float,
 }
 _CHOICES = {"log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
@@ -78,6 +85,16 @@ def parse(text: str, source: str = "msixd.toml") -> Config:
         if key not in _TYPES:
             known = ", ".join(sorted(_TYPES))
             raise ConfigError(f"{where}: unknown setting {key!r} (known: {known})")
+        if _TYPES[key] is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{where}: {key} must be a list of names, e.g. [\"orchestrator\"]")
+            values[key] = tuple(value)
+            continue
+        if _TYPES[key] is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
+                raise ConfigError(f"{where}: {key} must be a number of seconds from 1 to 86400")
+            values[key] = float(value)
+            continue
         if not isinstance(value, str):
             raise ConfigError(f"{where}: {key} must be a string, not {type(value).__name__}")
         if key in _CHOICES and value not in _CHOICES[key]:

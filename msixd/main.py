@@ -6,9 +6,11 @@ import argparse
 import gc
 import grp
 import os
+import resource
 import signal
 import sys
-import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,14 +21,20 @@ from msixd.config import DEFAULT_PATH, Config, ConfigError, load
 from msixd.errors import MsixdError
 from msixd.kernel import sdnotify
 from msixd.kernel.roots import KernelRoots
+from msixd.liveness import Liveness, SelfProbe, heartbeat
 from msixd.rpc.access import Access, PeerRegistry
+from msixd.rpc.gateway import Limits
+from msixd.rpc.httpserve import MetricsHttp
+from msixd.rpc.limits import StreamLimiter
 from msixd.rpc.metrics import Metrics
 from msixd.rpc.server import Server, Tls
 from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
 
 log = structlog.get_logger("msixd")
-STOP_GRACE_SECONDS = 10
+# In-flight calls may finish within this; streams still open then are cancelled (a stop takes
+# well under systemd's TimeoutStopSec).
+STOP_GRACE_SECONDS = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +74,23 @@ def chgrp_socket(path: Path, group: str) -> None:
         log.warning("cannot give the socket to its group; only root can connect", group=group, error=str(err))
 
 
+def raise_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (systemd gives services 1024 soft); return it.
+
+    The limits on connections are sized from it (Limits.for_files).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the file descriptor limit", soft=soft, hard=hard, error=str(err))
+    return soft
+
+
 class Daemon:
     """Everything msixd runs, built from one Config."""
 
@@ -73,36 +98,59 @@ class Daemon:
         self.config = config
         self.services = Services.build(roots, config.state_dir / "state.json")
         self.services.placement.banned = config.banned_cpus
-        self.access = Access(PeerRegistry(), config.socket_group, config.admin_group)
+        self.access = Access(PeerRegistry(), config.socket_group, config.admin_group,
+                             config.tls_admins, config.tls_readers)
+        self.limits = Limits.for_files(raise_file_limit(), config.client_idle_seconds)
         self.metrics = Metrics(self.services.inventory)
         tls = None
         if config.tls_cert and config.tls_key and config.tls_client_ca:
             tls = Tls(config.tls_cert, config.tls_key, config.tls_client_ca)
-        self.server = Server(
-            MsixServicer(self.services, self.access, self.metrics),
-            config.socket, self.access.registry, config.tcp_listen, tls,
-        )
+        self.servicer = MsixServicer(self.services, self.metrics, StreamLimiter(self.limits.streams_per_caller))
+        self.server = Server(self.servicer, config.socket, self.access, self.limits, config.tcp_listen, tls)
+        self.metrics_http: MetricsHttp | None = None
+        self.probe = SelfProbe(str(config.socket))
 
     def start(self) -> None:
         outcome = self.services.owner.restore()
         self.services.keeper.start()
         self.server.start()
         chgrp_socket(self.config.socket, self.config.socket_group)
-        metrics_port = self.metrics.serve(self.config.metrics_listen) if self.config.metrics_listen else None
+        if self.config.metrics_listen:
+            self.metrics_http = self.metrics.serve(self.config.metrics_listen, self.limits.metrics_connections)
+        self.probe.start()
         log.info("serving", socket=str(self.config.socket), tcp_port=self.server.tcp_port or None,
-                 metrics_port=metrics_port, version=__version__, restored=len(outcome),
-                 not_restored={bdf: why for bdf, why in outcome.items() if why} or None)
+                 metrics_port=self.metrics_http.port if self.metrics_http else None, version=__version__,
+                 restored=len(outcome), not_restored={bdf: why for bdf, why in outcome.items() if why} or None)
 
-    def reload(self, path: Path) -> None:
-        """Apply what can change while running; a broken file changes nothing."""
+    def liveness(self, stuck_after: float) -> Liveness:
+        def calls() -> str:
+            name, seconds = self.servicer.longest_call()
+            return f"a {name} call has run for {seconds:.0f} s" if seconds > stuck_after else ""
+
+        checks = [
+            heartbeat("gateway", lambda: self.server.gateway.heartbeat, 5.0),
+            heartbeat("keeper", lambda: self.services.keeper.heartbeat, stuck_after),
+            self.probe.check(stuck_after),
+            calls,
+        ]
+        if self.metrics_http is not None:
+            http = self.metrics_http
+            checks.append(heartbeat("metrics server", lambda: http.heartbeat, 5.0))
+        return Liveness(checks)
+
+    def reload(self, read: Callable[[], Config]) -> None:
+        """Apply what can change while running; a broken file changes nothing.
+
+        read() gives the configuration as at start: the file, then the command line's options.
+        """
         try:
-            new = replace(load(path), socket=self.config.socket, state_dir=self.config.state_dir)
+            new = replace(read(), socket=self.config.socket, state_dir=self.config.state_dir)
         except ConfigError as err:
             log.error("reload refused; the running configuration stays", error=str(err))
             return
         applied, need_restart = self.config.reload_changes(new)
         self.services.placement.banned = new.banned_cpus
-        self.access.set_groups(new.socket_group, new.admin_group)
+        self.access.set_policy(new.socket_group, new.admin_group, new.tls_admins, new.tls_readers)
         chgrp_socket(new.socket, new.socket_group)
         logs.configure(new.log_format, new.log_level)
         kept = {name: getattr(self.config, name) for name in need_restart}
@@ -110,19 +158,33 @@ class Daemon:
         log.info("configuration reloaded", applied=applied or None, need_restart=need_restart or None)
 
     def stop(self) -> None:
-        """In-flight RPCs finish, every vector is released; the desired state stays saved."""
+        """In-flight RPCs finish (streams are cut after the grace), every vector is released;
+        the desired state stays saved."""
         sdnotify.notify("STOPPING=1")
+        self.probe.stop()
         self.server.stop(STOP_GRACE_SECONDS)
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
         self.services.keeper.stop()
         self.services.owner.close_all()
         log.info("stopped")
 
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+HANDLED_SIGNALS = STOP_SIGNALS | {signal.SIGHUP}
+
+
 def run(args: argparse.Namespace, config: Config) -> None:
-    stop, reload = threading.Event(), threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads.
+
+    The signals are blocked in every thread (the mask is set before the first one
+    starts, and threads inherit it) and taken synchronously by the main loop with
+    sigtimedwait(2): the kernel queues them, in order, so none is lost, not even a
+    SIGTERM arriving together with a SIGHUP. (A Python-level handler would run
+    only when the main thread next runs bytecode, and a signal delivered to
+    another thread does not wake it.)
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     roots = KernelRoots.under(args.root) if args.root else KernelRoots()
     daemon = Daemon(config, roots)
     daemon.start()
@@ -132,16 +194,20 @@ def run(args: argparse.Namespace, config: Config) -> None:
     gc.freeze()
     sdnotify.notify("READY=1")
     ping = sdnotify.watchdog_interval()
+    liveness = daemon.liveness(stuck_after=max(2 * ping, 10.0) if ping else 10.0)
+    next_ping = time.monotonic()
     while True:
-        stop.wait(ping)
-        if reload.is_set():
-            reload.clear()
-            stop.clear()
-            daemon.reload(args.config)
-            continue
-        if stop.is_set():
+        timeout = max(0.0, next_ping - time.monotonic()) if ping else 3600.0
+        received = signal.sigtimedwait(HANDLED_SIGNALS, timeout)
+        if received is not None and received.si_signo == signal.SIGHUP:
+            daemon.reload(lambda: effective_config(args))
+        elif received is not None:
+            log.info("stopping", signal=signal.Signals(received.si_signo).name)
             break
-        sdnotify.notify("WATCHDOG=1")  # the loop is alive and nothing is stuck in it
+        if ping and time.monotonic() >= next_ping:
+            if not liveness.problems():
+                sdnotify.notify("WATCHDOG=1")
+            next_ping = time.monotonic() + ping
     daemon.stop()
 
 

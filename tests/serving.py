@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from msixd.rpc.access import Access, PeerRegistry
+from msixd.rpc.gateway import Limits
 from msixd.rpc.server import Server
 from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
 
 
-def serve(services: Services, socket_path: Path, **server_args: object) -> Server:
+def serve(services: Services, socket_path: Path, limits: Limits | None = None, **server_args: str) -> Server:
     access = Access(PeerRegistry(), socket_group="msixd", admin_group="msixd-admin")
-    server = Server(MsixServicer(services, access), socket_path, access.registry, **server_args)  # type: ignore[arg-type]
+    server = Server(MsixServicer(services), socket_path, access, limits or Limits(), **server_args)  # type: ignore[arg-type]
     server.start()
     return server

@@ -23,6 +23,7 @@ def test_daemonset() -> None:
     assert any("secret" in v for v in spec["volumes"]), "TLS comes from a Secret"
     config = parse(config_map["data"]["msixd.toml"])
     assert config.tcp_listen and config.tls_client_ca, "orchestration reaches each host over mTLS"
+    assert config.tls_admins, "only named certificates may change things"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {str(config.tls_cert.parent), "/run/msixd", "/host/sys", "/host/proc", "/host/dev/vfio"} <= mounts
 

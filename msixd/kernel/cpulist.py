@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from msixd.errors import InvalidCpuList
+from msixd.errors import InvalidCpuList, shown
 
 # CONFIG_NR_CPUS is at most 8192 on every architecture today; a larger number
 # is a typo or an attack, not a CPU.
@@ -19,7 +19,7 @@ MAX_CPUS = 8192
 
 def _cpu(text: str, whole: str) -> int:
     if not text.isdigit() or not text.isascii():
-        raise InvalidCpuList(whole, f"{text!r} is not a CPU number")
+        raise InvalidCpuList(whole, f"{shown(text)} is not a CPU number")
     cpu = int(text)
     if cpu >= MAX_CPUS:
         raise InvalidCpuList(whole, f"CPU {cpu} is beyond the largest possible CPU ({MAX_CPUS - 1})")
@@ -44,15 +44,15 @@ def parse_cpulist(text: str) -> frozenset[int]:
         first = _cpu(first_text, whole)
         last = _cpu(last_text, whole) if dash else first
         if last < first:
-            raise InvalidCpuList(whole, f"range {span!r} is reversed")
+            raise InvalidCpuList(whole, f"range {shown(span)} is reversed")
         used, group = 1, 1
         if stride:
             used_text, slash, group_text = stride.partition("/")
             if not slash or not used_text.isdigit() or not group_text.isdigit():
-                raise InvalidCpuList(whole, f"stride {stride!r} is not used/group")
+                raise InvalidCpuList(whole, f"stride {shown(stride)} is not used/group")
             used, group = int(used_text), int(group_text)
             if used == 0 or group == 0 or used > group:
-                raise InvalidCpuList(whole, f"stride {stride!r} needs 0 < used <= group")
+                raise InvalidCpuList(whole, f"stride {shown(stride)} needs 0 < used <= group")
         cpus.update(c for c in range(first, last + 1) if (c - first) % group < used)
     return frozenset(cpus)
 
@@ -82,7 +82,7 @@ def parse_cpumask(text: str) -> frozenset[int]:
         try:
             value = (value << 32) | int(group, 16)
         except ValueError:
-            raise InvalidCpuList(whole, f"{group!r} is not hexadecimal") from None
+            raise InvalidCpuList(whole, f"{shown(group)} is not hexadecimal") from None
     if value.bit_length() > MAX_CPUS:
         raise InvalidCpuList(whole, f"mask names CPUs beyond {MAX_CPUS - 1}")
     return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)

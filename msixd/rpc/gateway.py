@@ -1,97 +1,401 @@
-"""The Unix socket msixd serves, relayed to its gRPC server with the caller's credentials.
+"""The Unix socket msixd serves: identify each caller at accept time, relay it to a gRPC backend.
 
-gRPC does not expose SO_PEERCRED (grpc/grpc#15511), so msixd accepts on the
-public socket itself, reads the peer's uid/gid/pid, registers them under the
-loopback source port of a new connection to the gRPC server, and relays bytes
-both ways. The gRPC server listens on 127.0.0.1 only, and answers nothing to a
-connection whose port is not registered (Access.identify).
+gRPC does not expose a Unix peer's credentials (grpc/grpc#15511), so msixd
+accepts on its public socket itself, takes the credentials the kernel recorded
+at connect time (SO_PEERCRED, SO_PEERGROUPS), and relays the connection to
+one of its gRPC servers. Those listen on Unix sockets in a directory only
+root may enter, one server per class of caller (root, admins, readers) with
+its own workers, so a reader can never take an admin's or root's worker.
+Each relayed connection is bound to a random abstract address, under which
+the caller's identity is registered (Access.identify looks it up).
+
+One thread relays every connection with non-blocking sockets and epoll: a
+connection costs two file descriptors here and one in gRPC, and no thread.
+What a caller can make msixd spend is bounded (Limits): connections per uid,
+for all non-root callers together, and for root on its own budget, so the
+bound for strangers never eats into root's share; a connection that says
+nothing for `idle_seconds` is closed; a slow reader stops its peer being read
+(at most a buffer each way). Running out of file descriptors anyway never
+stops the accept loop.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+import selectors
 import socket
-import struct
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
-from msixd.kernel import procs
-from msixd.kernel.roots import KernelRoots
+from msixd.kernel.peercred import peer_credentials
 from msixd.rpc.access import Peer, PeerRegistry
+from msixd.rpc.logbudget import LogBudget
 
 log = structlog.get_logger(__name__)
-_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_CHUNK = 256 * 1024
+_BUFFERED = 1 << 20  # bytes queued for a slow reader before its peer is no longer read
+_SWEEP_SECONDS = 1.0
 
 
-def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
-    pid, uid, gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return pid, uid, gid
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what callers can make msixd spend (see Limits.for_files)."""
+
+    connections_per_uid: int = 64
+    connections_others: int = 1024  # every non-root Unix caller together
+    connections_root: int = 512
+    tls_connections: int = 256
+    metrics_connections: int = 16
+    idle_seconds: float = 120.0
+    streams_per_caller: int = 4
+
+    @classmethod
+    def for_files(cls, nofile: int, idle_seconds: float = 120.0) -> Limits:
+        """Limits that fit within `nofile` descriptors, half of them kept for VFIO and eventfds.
+
+        A relayed connection costs three descriptors (the caller's, the relay's and
+        gRPC's end of it); a TLS or metrics connection one.
+        """
+        budget = max(nofile // 2 - 64, 96)
+        connections = budget // 4  # a quarter each: root, other Unix callers (x3 descriptors), TLS
+        root = max(connections // 3, 8)
+        others = max(connections // 3, 8)
+        return cls(
+            connections_per_uid=max(min(64, others // 8), 4),
+            connections_others=others,
+            connections_root=root,
+            tls_connections=max(connections, 8),
+            metrics_connections=max(min(16, budget // 64), 4),
+            idle_seconds=idle_seconds,
+        )
+
+
+class _End:
+    __slots__ = ("sock", "out", "eof", "shut", "mask")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.out = bytearray()  # bytes waiting to be written to this end
+        self.eof = False  # this end will send no more
+        self.shut = False  # this end's write side was shut down
+        self.mask = 0  # the events registered for it
+
+
+class _Link:
+    __slots__ = ("client", "backend", "name", "peer", "active", "closed")
+
+    def __init__(self, client: socket.socket, backend: socket.socket, name: str, peer: Peer) -> None:
+        self.client = _End(client)
+        self.backend = _End(backend)
+        self.name = name
+        self.peer = peer
+        self.active = time.monotonic()
+        self.closed = False
+
+    def other(self, end: _End) -> _End:
+        return self.backend if end is self.client else self.client
 
 
 class Gateway:
-    def __init__(self, path: str, backend_port: int, registry: PeerRegistry, roots: KernelRoots) -> None:
+    """Accept on `path` (mode 0660: the socket group's members may connect) and relay.
+
+    backend_for(peer) names the backend socket a caller's connection goes to.
+    """
+
+    def __init__(self, path: str, backend_for: Callable[[Peer], str], registry: PeerRegistry, limits: Limits) -> None:
         self._path = path
-        self._backend = ("127.0.0.1", backend_port)
+        self._backend_for = backend_for
         self._registry = registry
-        self._roots = roots
+        self.limits = limits
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old = os.umask(0o117)  # 0660: the group's members may connect
+        old = os.umask(0o117)
         try:
             self._listener.bind(path)
         finally:
             os.umask(old)
-        self._listener.listen(128)
+        self._listener.listen(1024)
+        self._listener.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._links: set[_Link] = set()
+        self._per_uid: dict[int, int] = {}
+        self._root = 0
+        self._others = 0
+        self._reserve: int | None = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="gateway", daemon=True)
+        self._refuse = threading.Event()
+        self._accepting_stopped = threading.Event()
+        self._budget = LogBudget(lines=5, seconds=10.0)
+        self.heartbeat = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+
+    # Lifecycle
 
     def start(self) -> None:
         self._thread.start()
 
+    def stop_accepting(self) -> None:
+        """Close the listener; connections already relayed go on (their calls may finish)."""
+        self._refuse.set()
+        self._wake()
+        self._accepting_stopped.wait(timeout=5)
+
     def close(self) -> None:
+        """Stop accepting and close every relayed connection."""
+        self._refuse.set()
         self._closing.set()
-        self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        else:
+            self._listener.close()
 
-    def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._serve, args=(client,), name="relay", daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        pid, uid, gid = peer_credentials(client)
-        peer = Peer(uid=uid, gid=gid, pid=pid, groups=procs.groups_of(self._roots, pid))
-        backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        backend.bind(("127.0.0.1", 0))
-        port = backend.getsockname()[1]
-        self._registry.add(port, peer)  # before connecting: the server may look it up at once
+    def _wake(self) -> None:
         try:
-            backend.connect(self._backend)
-            backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            pump = threading.Thread(target=_pump, args=(backend, client), name="relay", daemon=True)
-            pump.start()
-            _pump(client, backend)
-            pump.join()
-        except OSError as err:
-            log.debug("relay ended", uid=uid, pid=pid, error=str(err))
-        finally:
-            self._registry.remove(port)
-            client.close()
-            backend.close()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    """Copy until EOF, then half-close the sink so the other direction can finish."""
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            sink.shutdown(socket.SHUT_WR)
+            os.write(self._wake_w, b"x")
         except OSError:
             pass
+
+    @property
+    def connections(self) -> int:
+        return len(self._links)
+
+    # The loop
+
+    def _run(self) -> None:
+        next_sweep = time.monotonic() + _SWEEP_SECONDS
+        try:
+            while not self._closing.is_set():
+                self.heartbeat = now = time.monotonic()
+                for key, mask in self._selector.select(timeout=_SWEEP_SECONDS):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "wake":
+                        self._drain_wake()
+                    else:
+                        link, end = key.data
+                        self._service(link, end, mask)
+                if self._refuse.is_set() and not self._accepting_stopped.is_set():
+                    self._selector.unregister(self._listener)
+                    self._listener.close()
+                    self._accepting_stopped.set()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + _SWEEP_SECONDS
+        except Exception:  # noqa: BLE001 - logged; liveness reports the gateway stuck
+            log.exception("gateway loop failed")
+            raise
+        finally:
+            for link in list(self._links):
+                self._close(link)
+            if not self._accepting_stopped.is_set():
+                self._listener.close()
+                self._accepting_stopped.set()
+            self._selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            if self._reserve is not None:
+                os.close(self._reserve)
+
+    def _drain_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a batch, then the relayed connections get their turn
+            try:
+                client, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno in (errno.EMFILE, errno.ENFILE):
+                    self._shed()
+                    return
+                if err.errno in (errno.ECONNABORTED, errno.EINTR, errno.EPROTO):
+                    continue
+                if self._budget.allow("accept"):
+                    log.warning("accept failed; still accepting", error=os.strerror(err.errno or 0))
+                return
+            self._admit(client)
+
+    def _shed(self) -> None:
+        """Out of descriptors: take one connection off the queue and close it, so the
+        queue does not wake the loop forever (the limits should keep this from happening)."""
+        if self._budget.allow("nofile"):
+            log.error("out of file descriptors: refusing connections", connections=len(self._links))
+        if self._reserve is None:
+            return
+        os.close(self._reserve)
+        self._reserve = None
+        try:
+            client, _ = self._listener.accept()
+            client.close()
+        except OSError:
+            pass
+        try:
+            self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._reserve = None
+
+    def _admit(self, client: socket.socket) -> None:
+        try:
+            credentials = peer_credentials(client)
+        except OSError:
+            client.close()
+            return
+        peer = Peer(uid=credentials.uid, gid=credentials.gid, pid=credentials.pid, groups=credentials.groups)
+        refusal = self._over_limit(peer)
+        if refusal:
+            if self._budget.allow(peer.key):
+                log.warning("connection refused", reason=refusal, uid=peer.uid, pid=peer.pid)
+            client.close()
+            return
+        name = f"msixd-{secrets.token_hex(16)}"
+        backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            backend.bind(f"\0{name}")
+            self._registry.add(name, peer)  # before connecting: the server may look it up at once
+            backend.connect(self._backend_for(peer))
+        except OSError as err:
+            self._registry.remove(name)
+            backend.close()
+            client.close()
+            if self._budget.allow("backend"):
+                log.warning("cannot relay a connection", error=os.strerror(err.errno or 0), uid=peer.uid)
+            return
+        client.setblocking(False)
+        link = _Link(client, backend, name, peer)
+        self._count(peer, +1)
+        self._links.add(link)
+        self._update(link)
+
+    def _over_limit(self, peer: Peer) -> str:
+        limits = self.limits
+        if peer.is_root:
+            return "" if self._root < limits.connections_root else f"root already holds {self._root} connections"
+        uid = peer.uid if peer.uid is not None else -1
+        if self._per_uid.get(uid, 0) >= limits.connections_per_uid:
+            return f"uid {uid} already holds {limits.connections_per_uid} connections"
+        if self._others >= limits.connections_others:
+            return f"non-root callers already hold {self._others} connections"
+        return ""
+
+    def _count(self, peer: Peer, delta: int) -> None:
+        if peer.is_root:
+            self._root += delta
+            return
+        uid = peer.uid if peer.uid is not None else -1
+        self._others += delta
+        held = self._per_uid.get(uid, 0) + delta
+        if held:
+            self._per_uid[uid] = held
+        else:
+            self._per_uid.pop(uid, None)
+
+    # Relaying
+
+    def _service(self, link: _Link, end: _End, mask: int) -> None:
+        try:
+            if mask & selectors.EVENT_WRITE:
+                self._flush(link, end)
+            if mask & selectors.EVENT_READ and not link.closed:
+                self._read(link, end)
+        except OSError:
+            self._close(link)
+            return
+        if not link.closed:
+            self._update(link)
+
+    def _read(self, link: _Link, end: _End) -> None:
+        try:
+            data = end.sock.recv(_CHUNK)
+        except BlockingIOError:
+            return
+        other = link.other(end)
+        if not data:
+            end.eof = True
+            if not other.out:
+                self._shut(other)
+            return
+        link.active = time.monotonic()
+        if other.out:
+            other.out += data
+            return
+        try:
+            sent = other.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            other.out += data[sent:]
+
+    def _flush(self, link: _Link, end: _End) -> None:
+        try:
+            sent = end.sock.send(end.out)
+        except BlockingIOError:
+            return
+        del end.out[:sent]
+        link.active = time.monotonic()
+        if not end.out and link.other(end).eof:
+            self._shut(end)
+
+    def _shut(self, end: _End) -> None:
+        if not end.shut:
+            end.shut = True
+            try:
+                end.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _update(self, link: _Link) -> None:
+        """Register each end for what it can do now; close the link when both sides are done."""
+        if link.client.eof and link.backend.eof and not link.client.out and not link.backend.out:
+            self._close(link)
+            return
+        for end in (link.client, link.backend):
+            other = link.other(end)
+            mask = 0
+            if not end.eof and len(other.out) < _BUFFERED:
+                mask |= selectors.EVENT_READ
+            if end.out:
+                mask |= selectors.EVENT_WRITE
+            if mask == end.mask:
+                continue
+            if end.mask == 0:
+                self._selector.register(end.sock, mask, (link, end))
+            elif mask == 0:
+                self._selector.unregister(end.sock)
+            else:
+                self._selector.modify(end.sock, mask, (link, end))
+            end.mask = mask
+        if link.client.mask == 0 and link.backend.mask == 0:
+            self._close(link)  # nothing left that could make progress
+
+    def _close(self, link: _Link) -> None:
+        if link.closed:
+            return
+        link.closed = True
+        self._registry.remove(link.name)
+        for end in (link.client, link.backend):
+            if end.mask:
+                self._selector.unregister(end.sock)
+                end.mask = 0
+            end.sock.close()
+        self._links.discard(link)
+        self._count(link.peer, -1)
+
+    def _sweep(self, now: float) -> None:
+        idle = [link for link in self._links if now - link.active > self.limits.idle_seconds]
+        for link in idle:
+            self._close(link)
+        if idle:
+            log.debug("idle connections closed", count=len(idle))

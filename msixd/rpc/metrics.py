@@ -1,8 +1,9 @@
-"""Prometheus metrics on an optional localhost HTTP port (prometheus-client).
+"""Prometheus metrics on an optional localhost HTTP port (prometheus-client's exposition).
 
 RPC latency and errors are observed by the servicer; per-vector interrupt
 counts are read from the inventory when Prometheus scrapes, so they cost
-nothing between scrapes.
+nothing between scrapes. The port is served by one thread (MetricsHttp),
+not one per connection: anyone on the host can connect to it.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from msixd.errors import MsixdError
+from msixd.rpc.httpserve import MetricsHttp
 from msixd.service.inventory import Inventory
 
 log = structlog.get_logger(__name__)
@@ -56,7 +58,8 @@ class Metrics:
         if code != "OK":
             self.rpc_errors.labels(code).inc()
 
-    def serve(self, listen: str) -> int:
-        host, _, port = listen.rpartition(":")
-        server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
-        return server.server_port
+    def serve(self, listen: str, max_connections: int = 16) -> MetricsHttp:
+        """Start serving on host:port; raises MsixdError when the address cannot be bound."""
+        server = MetricsHttp(listen, self.registry, max_connections)
+        server.start()
+        return server

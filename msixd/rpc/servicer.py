@@ -1,9 +1,13 @@
-"""msix.v1.MsixService: converts, delegates, and maps errors; nothing else."""
+"""msix.v1.MsixService: converts, delegates, and maps errors; nothing else.
+
+Who may call what was decided before a handler runs (msixd/rpc/guard.py);
+the caller is current_peer().
+"""
 
 from __future__ import annotations
 
 import functools
-import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,24 +18,36 @@ import structlog
 
 from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.api.msix.v1 import msix_pb2_grpc
-from msixd.errors import MsixdError
+from msixd.errors import InvalidBdf, MsixdError
+from msixd.kernel import pci
 from msixd.rpc import convert
-from msixd.rpc.access import Access, PermissionDenied
 from msixd.rpc.errors import status_code
+from msixd.rpc.guard import current_peer
+from msixd.rpc.limits import StreamLimiter
 from msixd.rpc.metrics import Metrics
 from msixd.service.services import Services
 
 log = structlog.get_logger(__name__)
 audit = structlog.get_logger("msixd.audit")
-_request_ids = itertools.count(1)
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+_SHOWN_TEXT = 40  # a request's text shown in the log at most, before it is known to be valid
+
+
+def _log_bdf(text: str) -> dict[str, str]:
+    """The request's BDF for the log: canonical when it is one, else a short, marked excerpt."""
+    if not text:
+        return {}
+    try:
+        return {"bdf": pci.parse_bdf(text)}
+    except InvalidBdf:
+        return {"bad_bdf": text[:_SHOWN_TEXT] + ("..." if len(text) > _SHOWN_TEXT else "")}
 
 
 def rpc(handler: Handler) -> Handler:
     @functools.wraps(handler)
     def unary(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        with self._request(handler.__name__, request, context):
+        with self._tracked(handler.__name__), self._request(handler.__name__, request, context):
             return handler(self, request, context)
 
     return unary  # type: ignore[return-value]
@@ -47,35 +63,48 @@ def rpc_stream(handler: Handler) -> Handler:
 
 
 class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
-    def __init__(self, services: Services, access: Access, metrics: Metrics | None = None) -> None:
+    def __init__(self, services: Services, metrics: Metrics | None = None,
+                 streams: StreamLimiter | None = None) -> None:
         self._s = services
-        self._access = access
         self._metrics = metrics
+        self._streams = streams or StreamLimiter(per_caller=4)
+        self._in_flight: dict[int, tuple[str, float]] = {}  # unary calls running: id -> (rpc, since)
+        self._in_flight_lock = threading.Lock()
+
+    def longest_call(self) -> tuple[str, float]:
+        """The unary call that has run longest now, and for how many seconds ("", 0 when none)."""
+        now = time.monotonic()
+        with self._in_flight_lock:
+            calls = list(self._in_flight.values())
+        if not calls:
+            return "", 0.0
+        name, since = min(calls, key=lambda call: call[1])
+        return name, now - since
+
+    @contextmanager
+    def _tracked(self, name: str) -> Iterator[None]:
+        key = threading.get_ident()
+        with self._in_flight_lock:
+            self._in_flight[key] = (name, time.monotonic())
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.pop(key, None)
 
     @contextmanager
     def _request(self, name: str, request: Any, context: grpc.ServicerContext) -> Iterator[None]:
-        """Identify and authorize the caller, bind request fields to the log context, and
-        turn errors into gRPC statuses, once.
+        """Bind the request's fields to the log context and turn errors into gRPC statuses, once.
 
         Expected errors (MsixdError) are logged as warnings with their code; anything
         else is a bug, logged with its traceback and reported as INTERNAL without it.
         """
-        fields: dict[str, object] = {"rpc": name, "request_id": next(_request_ids)}
-        if getattr(request, "bdf", ""):
-            fields["bdf"] = request.bdf
         started = time.perf_counter()
         code = grpc.StatusCode.OK
-        with structlog.contextvars.bound_contextvars(**fields):
+        with structlog.contextvars.bound_contextvars(**_log_bdf(getattr(request, "bdf", ""))):
             try:
-                peer = self._access.identify(context)
-                structlog.contextvars.bind_contextvars(peer=peer.describe())
-                self._access.check(peer, name, request)
                 yield
                 return
-            except PermissionDenied as err:
-                code = status_code(err)
-                log.warning("permission denied", uid=err.uid, pid=err.pid, error=str(err))
-                message = str(err)
             except MsixdError as err:
                 code = status_code(err)
                 log.warning("request failed", code=code.name, error=str(err))
@@ -115,8 +144,15 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
     @rpc_stream
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchSample]:
         interval = (request.interval_ms or 1000) / 1000
-        for sample in self._s.watcher.stream(request.bdf, interval, request.count, context.is_active):
-            yield convert.sample(sample)
+        ended = threading.Event()
+        context.add_callback(ended.set)  # cancelled, or the server is stopping: stop waiting at once
+
+        def wait(seconds: float) -> bool:
+            return not ended.wait(seconds)
+
+        with self._streams.hold(current_peer()):
+            for sample in self._s.watcher.stream(request.bdf, interval, request.count, wait):
+                yield convert.sample(sample)
 
     # Changing (each change leaves one audit line)
 

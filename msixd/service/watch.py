@@ -51,15 +51,16 @@ class Watcher:
             vectors.append(VectorSample(vector.index, vector.irq, total, max(rate, 0.0), from_eventfd, vector.per_cpu_count))
         return Sample(device.pci.bdf, now, tuple(vectors))
 
-    def stream(self, bdf: str, interval: float, count: int, active: Callable[[], bool],
-               sleep: Callable[[float], object] = time.sleep) -> Iterator[Sample]:
+    def stream(self, bdf: str, interval: float, count: int, wait: Callable[[float], bool]) -> Iterator[Sample]:
+        """`count` samples (0: until ended), `interval` apart; wait(seconds) returns False when the
+        stream is to end early (the client went away, msixd is stopping)."""
         if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
             raise InvalidArgument(f"interval must be between {MIN_INTERVAL:g} and {MAX_INTERVAL:g} seconds")
         previous = None
         sent = 0
-        while active() and (count == 0 or sent < count):
+        while count == 0 or sent < count:
             previous = self.sample(bdf, previous)
             yield previous
             sent += 1
-            if count == 0 or sent < count:
-                sleep(interval)
+            if (count == 0 or sent < count) and not wait(interval):
+                return

@@ -71,23 +71,24 @@ def test_root_may_change(daemon: tuple[Daemon, Path]) -> None:
     assert (root / "proc/irq/43/smp_affinity_list").read_text() == "1"
 
 
-def test_a_direct_loopback_connection_is_nobody(daemon: tuple[Daemon, Path]) -> None:
-    """The gRPC server's own loopback port answers no RPC to a connection the gateway did not make."""
-    import re
-
+def test_backends_are_root_only_and_answer_no_connection_the_gateway_did_not_make(
+    daemon: tuple[Daemon, Path],
+) -> None:
+    """The gRPC servers behind the gateway listen where only root may go, and even root,
+    connecting to them directly, is nobody there: identity comes only from the gateway."""
     import grpc
-    import psutil
 
     from msixd.api.msix.v1 import msix_pb2 as pb
     from msixd.api.msix.v1 import msix_pb2_grpc
 
-    listening = psutil.Process(daemon[0].proc.pid).net_connections(kind="tcp")
-    loopback = ("127.0.0.1", "::ffff:127.0.0.1")  # gRPC binds a dual-stack socket
-    ports = {c.laddr.port for c in listening if c.status == psutil.CONN_LISTEN and c.laddr.ip in loopback}
-    assert ports, "msixd listens on a loopback port for its gateway"
-    for port in ports:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    socket_path = daemon[0].socket
+    backends = socket_path.with_name(f".{socket_path.name}.backends")
+    assert backends.stat().st_mode & 0o777 == 0o700 and backends.stat().st_uid == 0
+    sockets = sorted(backends.glob("*.sock"))
+    assert [s.name for s in sockets] == ["admin.sock", "reader.sock", "root.sock"]
+    for backend in sockets:
+        with grpc.insecure_channel(f"unix:{backend}") as channel:
             with pytest.raises(grpc.RpcError) as err:
                 msix_pb2_grpc.MsixServiceStub(channel).ListDevices(pb.ListDevicesRequest(), timeout=5)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert re.search("unauthenticated connection", err.value.details())
+            assert "unidentified connection" in (err.value.details() or "")

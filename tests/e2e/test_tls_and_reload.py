@@ -56,7 +56,7 @@ def tls_daemon(pki: Path, tree: Callable[[str], Path]) -> Iterator[tuple[Daemon,
     port = free_port()
     running = Daemon(
         f'tcp_listen = "127.0.0.1:{port}"\ntls_cert = "{pki}/fleet-server.pem"\ntls_key = "{pki}/fleet-server.key"\n'
-        f'tls_client_ca = "{pki}/fleet-ca.pem"\n',
+        f'tls_client_ca = "{pki}/fleet-ca.pem"\ntls_admins = ["fleet-client"]\n',
         "--root", str(tree("host-6.18")),
     )
     yield running, port

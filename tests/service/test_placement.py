@@ -100,7 +100,7 @@ def test_watch_rates_from_per_cpu_counts(root: Path, tmp_path: Path) -> None:
 
 def test_watch_interval_bounds(services: Services) -> None:
     with pytest.raises(InvalidArgument, match="interval"):
-        next(services.watcher.stream("0000:00:04.0", 0.01, 1, lambda: True))
+        next(services.watcher.stream("0000:00:04.0", 0.01, 1, lambda seconds: True))
 
 
 def test_banned_cpus_are_refused_even_with_force_and_left_out_of_spread(services: Services) -> None:
