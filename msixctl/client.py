@@ -50,9 +50,20 @@ class Tls:
         )
 
 
+def admin_socket(path: str) -> str:
+    """msixd's socket for root and admins beside its readers' one: msixd.sock -> msixd-admin.sock.
+
+    Each has its own listen queue: a reader flooding msixd.sock cannot keep an admin out.
+    """
+    directory, name = os.path.split(path)
+    stem, dot, suffix = name.rpartition(".")
+    return os.path.join(directory, f"{stem}-admin.{suffix}" if dot else f"{name}-admin")
+
+
 @dataclass(frozen=True)
 class Target:
-    """Where msixd is: its Unix socket, or host:port over mutual TLS."""
+    """Where msixd is: its Unix socket (the admins' one when this user may open it), or
+    host:port over mutual TLS."""
 
     socket: str
     timeout: float
@@ -61,7 +72,11 @@ class Target:
 
     @property
     def address(self) -> str:
-        return self.tcp or f"unix:{os.path.abspath(self.socket)}"
+        if self.tcp:
+            return self.tcp
+        admin = admin_socket(self.socket)
+        chosen = admin if os.access(admin, os.R_OK | os.W_OK) else self.socket
+        return f"unix:{os.path.abspath(chosen)}"
 
     def unreachable(self, reason: str) -> ClientError:
         return ClientError(

@@ -108,17 +108,19 @@ class Daemon:
         self.servicer = MsixServicer(self.services, self.metrics, StreamLimiter(self.limits.streams_per_caller))
         self.server = Server(self.servicer, config.socket, self.access, self.limits, config.tcp_listen, tls)
         self.metrics_http: MetricsHttp | None = None
-        self.probe = SelfProbe(str(config.socket))
+        self.probe = SelfProbe(str(self.server.admin_socket_path))
 
     def start(self) -> None:
         outcome = self.services.owner.restore()
         self.services.keeper.start()
         self.server.start()
         chgrp_socket(self.config.socket, self.config.socket_group)
+        chgrp_socket(self.server.admin_socket_path, self.config.admin_group)
         if self.config.metrics_listen:
             self.metrics_http = self.metrics.serve(self.config.metrics_listen, self.limits.metrics_connections)
         self.probe.start()
-        log.info("serving", socket=str(self.config.socket), tcp_port=self.server.tcp_port or None,
+        log.info("serving", socket=str(self.config.socket), admin_socket=str(self.server.admin_socket_path),
+                 tcp_port=self.server.tcp_port or None,
                  metrics_port=self.metrics_http.port if self.metrics_http else None, version=__version__,
                  restored=len(outcome), not_restored={bdf: why for bdf, why in outcome.items() if why} or None)
 
@@ -152,6 +154,7 @@ class Daemon:
         self.services.placement.banned = new.banned_cpus
         self.access.set_policy(new.socket_group, new.admin_group, new.tls_admins, new.tls_readers)
         chgrp_socket(new.socket, new.socket_group)
+        chgrp_socket(self.server.admin_socket_path, new.admin_group)
         logs.configure(new.log_format, new.log_level)
         kept = {name: getattr(self.config, name) for name in need_restart}
         self.config = replace(new, **kept)
@@ -161,6 +164,7 @@ class Daemon:
         """In-flight RPCs finish (streams are cut after the grace), every vector is released;
         the desired state stays saved."""
         sdnotify.notify("STOPPING=1")
+        self.servicer.end_streams()
         self.probe.stop()
         self.server.stop(STOP_GRACE_SECONDS)
         if self.metrics_http is not None:

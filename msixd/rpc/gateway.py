@@ -103,26 +103,33 @@ class _Link:
 
 
 class Gateway:
-    """Accept on `path` (mode 0660: the socket group's members may connect) and relay.
+    """Accept on each of `paths` (mode 0660: the socket's group may connect) and relay.
 
+    Two sockets, as libvirt has: one for readers and one for admins. Each has its
+    own listen queue in the kernel, which the file's group decides who may fill:
+    a reader connecting as fast as it can fills only the readers' queue, and root
+    and the admins still get in through theirs.
     backend_for(peer) names the backend socket a caller's connection goes to.
     """
 
-    def __init__(self, path: str, backend_for: Callable[[Peer], str], registry: PeerRegistry, limits: Limits) -> None:
-        self._path = path
+    def __init__(self, paths: list[str], backend_for: Callable[[Peer], str], registry: PeerRegistry,
+                 limits: Limits) -> None:
         self._backend_for = backend_for
         self._registry = registry
         self.limits = limits
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old = os.umask(0o117)
-        try:
-            self._listener.bind(path)
-        finally:
-            os.umask(old)
-        self._listener.listen(1024)
-        self._listener.setblocking(False)
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._listeners: list[socket.socket] = []
+        for path in paths:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            old = os.umask(0o117)
+            try:
+                listener.bind(path)
+            finally:
+                os.umask(old)
+            listener.listen(1024)
+            listener.setblocking(False)
+            self._selector.register(listener, selectors.EVENT_READ, "listener")
+            self._listeners.append(listener)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._links: set[_Link] = set()
@@ -156,7 +163,11 @@ class Gateway:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         else:
-            self._listener.close()
+            self._close_listeners()
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            listener.close()
 
     def _wake(self) -> None:
         try:
@@ -176,16 +187,17 @@ class Gateway:
             while not self._closing.is_set():
                 self.heartbeat = now = time.monotonic()
                 for key, mask in self._selector.select(timeout=_SWEEP_SECONDS):
-                    if key.data is None:
-                        self._accept()
+                    if key.data == "listener":
+                        self._accept(key.fileobj)  # type: ignore[arg-type]
                     elif key.data == "wake":
                         self._drain_wake()
                     else:
                         link, end = key.data
                         self._service(link, end, mask)
                 if self._refuse.is_set() and not self._accepting_stopped.is_set():
-                    self._selector.unregister(self._listener)
-                    self._listener.close()
+                    for listener in self._listeners:
+                        self._selector.unregister(listener)
+                    self._close_listeners()
                     self._accepting_stopped.set()
                 if now >= next_sweep:
                     self._sweep(now)
@@ -197,7 +209,7 @@ class Gateway:
             for link in list(self._links):
                 self._close(link)
             if not self._accepting_stopped.is_set():
-                self._listener.close()
+                self._close_listeners()
                 self._accepting_stopped.set()
             self._selector.close()
             os.close(self._wake_r)
@@ -211,15 +223,15 @@ class Gateway:
         except BlockingIOError:
             pass
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # a batch, then the relayed connections get their turn
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except BlockingIOError:
                 return
             except OSError as err:
                 if err.errno in (errno.EMFILE, errno.ENFILE):
-                    self._shed()
+                    self._shed(listener)
                     return
                 if err.errno in (errno.ECONNABORTED, errno.EINTR, errno.EPROTO):
                     continue
@@ -228,7 +240,7 @@ class Gateway:
                 return
             self._admit(client)
 
-    def _shed(self) -> None:
+    def _shed(self, listener: socket.socket) -> None:
         """Out of descriptors: take one connection off the queue and close it, so the
         queue does not wake the loop forever (the limits should keep this from happening)."""
         if self._budget.allow("nofile"):
@@ -238,7 +250,7 @@ class Gateway:
         os.close(self._reserve)
         self._reserve = None
         try:
-            client, _ = self._listener.accept()
+            client, _ = listener.accept()
             client.close()
         except OSError:
             pass

@@ -1,6 +1,7 @@
 """msixd's listeners and gRPC servers: msix.v1, health checking and reflection, behind the Guard.
 
-- The public Unix socket is the Gateway's: it identifies each caller and
+- The public Unix sockets are the Gateway's (one for readers, one for root
+  and admins beside it: admin_socket()): it identifies each caller and
   relays it to one of three gRPC servers, one per class of caller (root,
   admins, readers), each with its own workers and bound on concurrent calls.
   They listen on Unix sockets in a directory only root may enter
@@ -58,6 +59,11 @@ class SocketInUse(MsixdError):
     def __init__(self, path: Path) -> None:
         super().__init__(f"{path} is served by another process (is msixd already running?)")
         self.path = path
+
+
+def admin_socket(socket_path: Path) -> Path:
+    """The socket for root and admins beside the readers' one: msixd.sock -> msixd-admin.sock."""
+    return socket_path.with_name(f"{socket_path.stem}-admin{socket_path.suffix}")
 
 
 def backend_dir(socket_path: Path) -> Path:
@@ -131,7 +137,9 @@ class Server:
         tls: Tls | None = None,
     ) -> None:
         prepare_socket(socket_path)
+        prepare_socket(admin_socket(socket_path))
         self.socket_path = socket_path
+        self.admin_socket_path = admin_socket(socket_path)
         self.access = access
         self.health = health.HealthServicer()
         guard = Guard(access)
@@ -158,7 +166,8 @@ class Server:
                 self.tcp_port = server.add_secure_port(tcp_listen, tls.credentials())
             except RuntimeError as err:
                 raise MsixdError(f"cannot listen on {tcp_listen}: {err}") from err
-        self.gateway = Gateway(str(socket_path), self._backend_for, access.registry, limits)
+        self.gateway = Gateway([str(socket_path), str(self.admin_socket_path)], self._backend_for,
+                               access.registry, limits)
 
     def _add_services(self, server: grpc.Server, servicer: msix_pb2_grpc.MsixServiceServicer) -> None:
         msix_pb2_grpc.add_MsixServiceServicer_to_server(servicer, server)
@@ -195,5 +204,6 @@ class Server:
             event.wait()
         self.gateway.close()
         self.socket_path.unlink(missing_ok=True)
+        self.admin_socket_path.unlink(missing_ok=True)
         shutil.rmtree(self._backends, ignore_errors=True)
 

@@ -24,6 +24,7 @@ from msixd.rpc import convert
 from msixd.rpc.errors import status_code
 from msixd.rpc.guard import current_peer
 from msixd.rpc.limits import StreamLimiter
+from msixd.rpc.logbudget import LogBudget
 from msixd.rpc.metrics import Metrics
 from msixd.service.services import Services
 
@@ -68,8 +69,20 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
         self._s = services
         self._metrics = metrics
         self._streams = streams or StreamLimiter(per_caller=4)
+        # Set when msixd stops: endless streams end at once, finite ones may finish within the grace.
+        self.stopping = threading.Event()
+        self._endless: set[threading.Event] = set()
+        # A caller can provoke failures at will: at most so many warning lines each.
+        self._failures = LogBudget(lines=20, seconds=10.0)
         self._in_flight: dict[int, tuple[str, float]] = {}  # unary calls running: id -> (rpc, since)
         self._in_flight_lock = threading.Lock()
+
+    def end_streams(self) -> None:
+        """msixd is stopping: end every endless stream now (a finite one may finish)."""
+        self.stopping.set()
+        with self._in_flight_lock:
+            for ended in self._endless:
+                ended.set()
 
     def longest_call(self) -> tuple[str, float]:
         """The unary call that has run longest now, and for how many seconds ("", 0 when none)."""
@@ -107,7 +120,9 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
                 return
             except MsixdError as err:
                 code = status_code(err)
-                log.warning("request failed", code=code.name, error=str(err))
+                suppressed = self._failures.take(current_peer().key)
+                if suppressed is not None:
+                    log.warning("request failed", code=code.name, error=str(err), suppressed_before=suppressed or None)
                 message = str(err)
             except Exception as err:  # noqa: BLE001 - the daemon must outlive any request
                 code = grpc.StatusCode.INTERNAL
@@ -146,13 +161,22 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
         interval = (request.interval_ms or 1000) / 1000
         ended = threading.Event()
         context.add_callback(ended.set)  # cancelled, or the server is stopping: stop waiting at once
+        if request.count == 0:  # endless: msixd's stop ends it at once (end_streams)
+            with self._in_flight_lock:
+                self._endless.add(ended)
+            if self.stopping.is_set():
+                ended.set()
 
         def wait(seconds: float) -> bool:
             return not ended.wait(seconds)
 
-        with self._streams.hold(current_peer()):
-            for sample in self._s.watcher.stream(request.bdf, interval, request.count, wait):
-                yield convert.sample(sample)
+        try:
+            with self._streams.hold(current_peer()):
+                for sample in self._s.watcher.stream(request.bdf, interval, request.count, wait):
+                    yield convert.sample(sample)
+        finally:
+            with self._in_flight_lock:
+                self._endless.discard(ended)
 
     # Changing (each change leaves one audit line)
 

@@ -36,6 +36,11 @@ def test_socket_is_0660_and_owned_by_the_socket_group(daemon: tuple[Daemon, Path
     assert stat.st_mode & 0o777 == 0o660 and stat.st_gid == READERS
 
 
+def test_admin_socket_is_0660_and_owned_by_the_admin_group(daemon: tuple[Daemon, Path]) -> None:
+    stat = daemon[0].socket.with_name("msixd-admin.sock").stat()
+    assert stat.st_mode & 0o777 == 0o660 and stat.st_gid == ADMINS
+
+
 def test_group_member_reads_but_may_not_change(daemon: tuple[Daemon, Path]) -> None:
     running, root = daemon
     sock = str(running.socket)

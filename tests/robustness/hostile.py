@@ -125,6 +125,7 @@ def background_as(uid: int, gid: int, groups: list[int], code: str, *args: str) 
     try:
         line = _ready(proc)
         assert line.startswith("ready"), f"did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        proc.started = int(line.split()[1]) if len(line.split()) > 1 else 0  # type: ignore[attr-defined]
         yield proc
     finally:
         if proc.stdin:

@@ -74,14 +74,19 @@ def daemon(tree: Callable[[str], Path], pki: Path) -> Iterator[Daemon]:
         running.stop()
 
 
+def admin_socket(daemon: Daemon) -> Path:
+    """Where root and admins connect (msixctl picks it when it may open it)."""
+    return daemon.socket.with_name("msixd-admin.sock")
+
+
 def root_stub(daemon: Daemon) -> msix_pb2_grpc.MsixServiceStub:
-    return msix_pb2_grpc.MsixServiceStub(grpc.insecure_channel(f"unix:{daemon.socket}"))
+    return msix_pb2_grpc.MsixServiceStub(grpc.insecure_channel(f"unix:{admin_socket(daemon)}"))
 
 
 def answered_within(daemon: Daemon, seconds: float) -> float:
     """Root's status and a placement on a fresh connection; returns how long they took."""
     started = time.monotonic()
-    with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
+    with grpc.insecure_channel(f"unix:{admin_socket(daemon)}") as channel:
         stub = msix_pb2_grpc.MsixServiceStub(channel)
         stub.GetStatus(pb.GetStatusRequest(), timeout=seconds)
         stub.SetAffinity(pb.SetAffinityRequest(bdf=DEVICE, vector=2, cpus="1"), timeout=seconds)
@@ -95,10 +100,11 @@ def test_nobody_flooding_every_tcp_port_does_not_silence_root(daemon: Daemon) ->
     assert ports, "msixd listens on TCP (mutual TLS and metrics)"
     floods = [flood(f"tcp:127.0.0.1:{port}", 1500, *NOBODY) for port in ports]
     try:
-        for each in floods:
-            each.__enter__()
-        answered_within(daemon, 1.0)
+        held = [each.__enter__() for each in floods]
+        took = answered_within(daemon, 1.0)
         assert open_fds(daemon.proc.pid) < FILE_LIMIT
+        print(f"figure: nobody held/refused {held} on ports {ports}; root answered in {took * 1000:.0f} ms; "
+              f"msixd fds {open_fds(daemon.proc.pid)}")
     finally:
         for each in floods:
             each.__exit__(None, None, None)
@@ -108,10 +114,12 @@ def test_nobody_flooding_every_tcp_port_does_not_silence_root(daemon: Daemon) ->
 
 def test_a_reader_flooding_the_unix_socket_does_not_silence_root(daemon: Daemon) -> None:
     base_threads = threads(daemon.proc.pid)
-    with flood(f"unix:{daemon.socket}", 3000, *READER) as (held, _):
+    with flood(f"unix:{daemon.socket}", 3000, *READER) as (held, refused):
         assert held > 0
-        answered_within(daemon, 1.0)
+        took = answered_within(daemon, 1.0)
         assert threads(daemon.proc.pid) < base_threads + 16, "no thread per connection"
+        print(f"figure: a reader connected {held} times ({refused} refused by the kernel's queue); root answered "
+              f"in {took * 1000:.0f} ms; msixd threads {threads(daemon.proc.pid)} (before: {base_threads})")
     answered_within(daemon, 1.0)
 
 
@@ -133,13 +141,17 @@ firsts.shutdown(wait=False)
 
 
 def test_a_readers_endless_watch_streams_do_not_starve_root_or_stop(daemon: Daemon) -> None:
-    with background_as(*READER, [], WATCHES, str(daemon.socket), DEVICE, "32"):
-        answered_within(daemon, 1.0)
+    with background_as(*READER, [], WATCHES, str(daemon.socket), DEVICE, "32") as watcher:
+        took = answered_within(daemon, 1.0)
+        print(f"figure: a reader asked for 32 endless streams, got {watcher.started}; root answered in "  # type: ignore[attr-defined]
+              f"{took * 1000:.0f} ms")
         # Cancelled or not, the streams must not hold msixd up on its way down.
         started = time.monotonic()
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=30) == 0
-        assert time.monotonic() - started < 5.0
+        stopped = time.monotonic() - started
+        print(f"figure: SIGTERM with the streams open: exited in {stopped:.2f} s")
+        assert stopped < 5.0
 
 
 def test_idle_and_half_open_connections_are_closed(daemon: Daemon) -> None:
@@ -160,9 +172,11 @@ def test_idle_metrics_connections_cost_no_thread_each(daemon: Daemon) -> None:
     base_threads = threads(daemon.proc.pid)
     config = daemon.config.read_text()
     port = int(config.split('metrics_listen = "127.0.0.1:')[1].split('"')[0])
-    with flood(f"tcp:127.0.0.1:{port}", 300, *NOBODY):
+    with flood(f"tcp:127.0.0.1:{port}", 300, *NOBODY) as (held, refused):
         assert threads(daemon.proc.pid) < base_threads + 8
-        answered_within(daemon, 1.0)
+        took = answered_within(daemon, 1.0)
+        print(f"figure: nobody held {held} metrics connections; msixd threads {threads(daemon.proc.pid)} "
+              f"(before: {base_threads}); root answered in {took * 1000:.0f} ms")
 
 
 HUGE_BDFS = r"""
@@ -189,7 +203,8 @@ def test_oversized_requests_do_not_flood_the_log(daemon: Daemon) -> None:
     assert done.returncode == 0, done.stderr
     assert "INVALID_ARGUMENT" in done.stdout and "INTERNAL" not in done.stdout
     grown = daemon.log.stat().st_size - before
-    assert grown < 256 * 1024, f"600 bad requests wrote {grown} bytes of log"
+    print(f"figure: 600 requests with a 60,000-character BDF wrote {grown} bytes of log")
+    assert grown < 64 * 1024, f"600 bad requests wrote {grown} bytes of log"
 
 
 PROBE = r"""
@@ -302,3 +317,20 @@ def make_pki_client(pki: Path, directory: Path, name: str) -> None:
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(pki / "fleet-ca.pem"), "-CAkey",
             str(pki / "fleet-ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
             "-out", f"{name}.pem", cwd=directory)
+
+
+def test_root_is_answered_while_everything_happens_at_once(daemon: Daemon) -> None:
+    """nobody on every TCP port, a reader flooding the Unix socket and holding streams: root still within 1 s."""
+    ports, _ = listening(daemon.proc.pid)
+    attacks = [flood(f"tcp:127.0.0.1:{port}", 1500, *NOBODY) for port in ports]
+    attacks.append(flood(f"unix:{daemon.socket}", 1000, *READER))
+    attacks.append(background_as(*READER, [], WATCHES, str(daemon.socket), DEVICE, "32"))  # type: ignore[arg-type]
+    try:
+        for attack in attacks:
+            attack.__enter__()
+        took = max(answered_within(daemon, 1.0) for _ in range(5))
+        print(f"figure: everything at once: root's slowest of 5 answers {took * 1000:.0f} ms")
+    finally:
+        for attack in reversed(attacks):
+            attack.__exit__(None, None, None)
+    assert daemon.proc.poll() is None

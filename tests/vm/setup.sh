@@ -8,7 +8,6 @@
 #   bookworm's 6.1 and bookworm-backports' 6.12, the newest of each;
 # - their modules made visible at /lib/modules/<version> (the guest boots on
 #   the host's root file system) and indexed with depmod;
-# - a small raw disk for the guest's nvme.
 # virtme-ng (vng) comes from PyPI with the project's test extra.
 # Writes $CACHE/kernels.env: one line per kernel, KERNEL_<tag>=<vmlinuz path>.
 set -euo pipefail
@@ -85,5 +84,4 @@ fetch_kernel() {  # tag regex
 } > "$CACHE/kernels.env.tmp"
 mv "$CACHE/kernels.env.tmp" "$CACHE/kernels.env"
 
-[[ -f $CACHE/nvme.img ]] || truncate -s 64M "$CACHE/nvme.img"
 cat "$CACHE/kernels.env"
