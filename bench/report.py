@@ -42,11 +42,13 @@ def plot_inventory(data: dict, out: Path) -> None:
 def plot_rpc(data: dict, out: Path) -> None:
     rows = data["rows"]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    methods = ("Check", "Echo", "GetDevice", "ListDevices")
-    width = 0.2
+    methods = ("BareEcho", "Check", "Echo", "GetDevice", "ListDevices")
+    methods = tuple(m for m in methods if f"{m}_p99_ms" in rows[0])
+    width = 0.8 / len(methods)
     for i, method in enumerate(methods):
-        xs = [j + (i - 1.5) * width for j in range(len(rows))]
-        label = {"Echo": "Echo (floor)", "Check": "health Check (reference)"}.get(method, method)
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(rows))]
+        label = {"Echo": "Echo (floor)", "Check": "health Check (reference)",
+                 "BareEcho": "bare grpcio Echo (floor)"}.get(method, method)
         axes[0].bar(xs, [r[f"{method}_p99_ms"] for r in rows], width, label=label)
         axes[1].bar(xs, [r[f"{method}_per_s"] for r in rows], width, label=label)
     for axis, title, unit in ((axes[0], "p99 latency", "ms"), (axes[1], "throughput", "requests/s")):
@@ -137,6 +139,23 @@ def write(out: Path) -> str:
                 f"| {r['Check_p99_ms']:.2f} ms "
                 f"| {r['Echo_per_s']:.0f} / {r['GetDevice_per_s']:.0f} / {r['ListDevices_per_s']:.0f} |"
             )
+        if "BareEcho_p99_ms" in rpc["rows"][0]:
+            lines += [
+                "",
+                "Against a bare grpcio server answering Echo on a Unix socket in its own process (no gateway, "
+                "no access check, no logging: what any Python gRPC server needs here):",
+                "",
+                "| clients | bare Echo p50 / p99 (abs) | msixd Echo p50 / p99 ratio | GetDevice p50 / p99 ratio "
+                "| ListDevices p50 / p99 ratio |",
+                "|---|---|---|---|---|",
+            ]
+            for r in rpc["rows"]:
+                lines.append(
+                    f"| {r['clients']} | {r['BareEcho_p50_ms']:.2f} / {r['BareEcho_p99_ms']:.2f} ms "
+                    f"| {r['Echo_p50_vs_bare']:.2f}× / {r['Echo_p99_vs_bare']:.2f}× "
+                    f"| {r['GetDevice_p50_vs_bare']:.2f}× / **{r['GetDevice_p99_vs_bare']:.2f}×** "
+                    f"| {r['ListDevices_p50_vs_bare']:.2f}× / {r['ListDevices_p99_vs_bare']:.2f}× |"
+                )
         f = rpc["footprint"]
         lines += [
             "",

@@ -1,13 +1,19 @@
-"""RPC latency and throughput over the Unix socket, against the floor of the same server stack.
+"""RPC latency and throughput over the Unix socket, against two floors measured in the same run.
 
 A real msixd process serves a captured 6.12 guest tree (an e1000e, an nvme, a
 virtio-net and virtme's virtio devices). 1, 8 and 32 client processes each
 send SAMPLES // clients requests (at least 100) back to back, so every p99
-rests on a few dozen of the slowest samples, not on two or three. The floor
-is msixd's Echo RPC on the same server: the same gateway, peer
-identification, access check, logging and metrics, everything but the work
-of the call itself. grpc.health.v1 Check, which skips msixd's own request
-handling, is measured too as a reference.
+rests on a few dozen of the slowest samples, not on two or three. The floors:
+
+- msixd's own Echo RPC on the same server: the same gateway, peer
+  identification, access check, logging and metrics, everything but the work
+  of the call itself (what msixd's request handling costs);
+- a bare grpcio server answering Echo on a Unix socket, in its own process,
+  with the same generated messages and 16 workers: the least any Python gRPC
+  server on this machine needs for a call (what msixd's transport costs).
+
+grpc.health.v1 Check, which skips msixd's own request handling, is measured
+too as a reference.
 """
 
 from __future__ import annotations
@@ -30,7 +36,24 @@ from tests.fixturetree import materialise
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 4000
-METHODS = ("Check", "Echo", "GetDevice", "ListDevices")
+METHODS = ("Check", "Echo", "GetDevice", "ListDevices", "BareEcho")
+BARE_SERVER = r"""
+import sys
+from concurrent import futures
+import grpc
+from msixd.api.msix.v1 import msix_pb2 as pb, msix_pb2_grpc
+
+class Bare(msix_pb2_grpc.MsixServiceServicer):
+    def Echo(self, request, context):
+        return pb.EchoResponse(payload=request.payload)
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+msix_pb2_grpc.add_MsixServiceServicer_to_server(Bare(), server)
+server.add_insecure_port("unix:" + sys.argv[1])
+server.start()
+print("ready", flush=True)
+server.wait_for_termination()
+"""
 E1000E = "0000:00:0a.0"
 
 
@@ -43,6 +66,7 @@ def client(socket: str, method: str, calls: int, start: float) -> list[float]:
             "Echo": lambda: stub.Echo(pb.EchoRequest(payload=b"msixd")),
             "GetDevice": lambda: stub.GetDevice(pb.GetDeviceRequest(bdf=E1000E)),
             "ListDevices": lambda: stub.ListDevices(pb.ListDevicesRequest()),
+            "BareEcho": lambda: stub.Echo(pb.EchoRequest(payload=b"msixd")),
         }[method]
         for _ in range(20):
             call()
@@ -70,11 +94,15 @@ def run(concurrency: list[int]) -> list[dict[str, float | int | str]]:
          "--config", str(scratch / "absent.toml"), "--root", str(root), "--log-format", "json", "--log-level", "error"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    bare_socket = scratch / "bare.sock"
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_socket)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     results = []
     try:
         from tests.e2e.conftest import wait_serving
 
         wait_serving(socket, daemon)
+        assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
         context = multiprocessing.get_context("spawn")
         for clients in concurrency:
             calls = max(SAMPLES // clients, 100)
@@ -83,7 +111,8 @@ def run(concurrency: list[int]) -> list[dict[str, float | int | str]]:
                 for method in METHODS:
                     start = time.time() + 1.0
                     began = time.perf_counter()
-                    parts = pool.starmap(client, [(str(socket), method, calls, start)] * clients)
+                    target = str(bare_socket if method == "BareEcho" else socket)
+                    parts = pool.starmap(client, [(target, method, calls, start)] * clients)
                     wall = time.perf_counter() - began - max(0.0, start - time.time())
                     latencies = [x for part in parts for x in part]
                     row[f"{method}_p50_ms"] = round(statistics.median(latencies) * 1e3, 3)
@@ -92,11 +121,16 @@ def run(concurrency: list[int]) -> list[dict[str, float | int | str]]:
             for method in ("GetDevice", "ListDevices"):
                 for q in ("p50", "p99"):
                     row[f"{method}_{q}_ratio"] = round(row[f"{method}_{q}_ms"] / row[f"Echo_{q}_ms"], 2)  # type: ignore[operator]
+            for method in ("Echo", "GetDevice", "ListDevices"):
+                for q in ("p50", "p99"):
+                    row[f"{method}_{q}_vs_bare"] = round(row[f"{method}_{q}_ms"] / row[f"BareEcho_{q}_ms"], 2)  # type: ignore[operator]
             print(row, flush=True)
             results.append(row)
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+        bare.terminate()
+        bare.wait(timeout=30)
     return results
 
 
