@@ -23,7 +23,8 @@ class InvalidBdf(InvalidArgument):
 
 class InvalidCpuList(InvalidArgument):
     def __init__(self, text: str, reason: str) -> None:
-        super().__init__(f"invalid CPU list {text!r}: {reason}")
+        shown = text if len(text) <= 80 else f"{text[:77]}..."
+        super().__init__(f"invalid CPU list {shown!r}: {reason}")
         self.text = text
         self.reason = reason
 
