@@ -66,6 +66,14 @@ def chgrp_socket(path: Path, group: str) -> None:
         log.warning("cannot give the socket to its group; only root can connect", group=group, error=str(err))
 
 
+def serve_metrics(metrics: Metrics, listen: str) -> int:
+    """Serve Prometheus metrics on listen ("host:port"); the port served."""
+    try:
+        return metrics.serve(listen)
+    except OSError as err:  # in use, an address not on this host, a name that does not resolve
+        raise MsixdError(f"cannot serve metrics on {listen}: {err.strerror or err}") from None
+
+
 class Daemon:
     """Everything msixd runs, built from one Config."""
 
@@ -75,6 +83,8 @@ class Daemon:
         self.services.placement.banned = config.banned_cpus
         self.access = Access(PeerRegistry(), config.socket_group, config.admin_group)
         self.metrics = Metrics(self.services.inventory)
+        # Before any other listener: a port that cannot be served ends start-up before the socket exists.
+        self.metrics_port = serve_metrics(self.metrics, config.metrics_listen) if config.metrics_listen else None
         tls = None
         if config.tls_cert and config.tls_key and config.tls_client_ca:
             tls = Tls(config.tls_cert, config.tls_key, config.tls_client_ca)
@@ -88,15 +98,14 @@ class Daemon:
         self.services.keeper.start()
         self.server.start()
         chgrp_socket(self.config.socket, self.config.socket_group)
-        metrics_port = self.metrics.serve(self.config.metrics_listen) if self.config.metrics_listen else None
         log.info("serving", socket=str(self.config.socket), tcp_port=self.server.tcp_port or None,
-                 metrics_port=metrics_port, version=__version__, restored=len(outcome),
+                 metrics_port=self.metrics_port, version=__version__, restored=len(outcome),
                  not_restored={bdf: why for bdf, why in outcome.items() if why} or None)
 
     def reload(self, path: Path) -> None:
         """Apply what can change while running; a broken file changes nothing."""
         try:
-            new = replace(load(path), socket=self.config.socket, state_dir=self.config.state_dir)
+            new = replace(load(path, missing_ok=False), socket=self.config.socket, state_dir=self.config.state_dir)
         except ConfigError as err:
             log.error("reload refused; the running configuration stays", error=str(err))
             return
