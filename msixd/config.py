@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from msixd.errors import InvalidCpuList, MsixdError
 from msixd.kernel.cpulist import parse_cpulist
@@ -107,6 +108,18 @@ def _line_of(text: str, key: str) -> str:
     return "a table"
 
 
+def under_root(path: Path, root: Path | None) -> Path:
+    """A default absolute path of msixd's own, moved under root (msixd --root); as it is without one."""
+    return root / path.relative_to("/") if root is not None else path
+
+
+def defaults(root: Path | None = None) -> Config:
+    """The settings of an empty file. Under a root, msixd's own paths (socket, state) live under it too,
+    so a daemon serving a captured tree never uses, or changes, the host's."""
+    base = Config()
+    return replace(base, socket=under_root(base.socket, root), state_dir=under_root(base.state_dir, root))
+
+
 def _port_in_range(value: str) -> bool:
     return 1 <= int(value.rpartition(":")[2]) <= 65535
 
@@ -133,9 +146,10 @@ def _toml(text: str, source: str) -> dict[str, object]:
         raise ConfigError(f"{source}, line {line}: a number of more than {_INT_DIGITS} digits") from None
 
 
-def parse(text: str, source: str = "msixd.toml") -> Config:
+def parse(text: str, source: str = "msixd.toml", base: Config | None = None) -> Config:
+    """The file's settings over base (the defaults when None)."""
     raw = _toml(text, source)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # checked above, one setting at a time
     for key, value in raw.items():
         where = f"{source}, {_line_of(text, key)}"
         if key not in _TYPES:
@@ -157,7 +171,7 @@ def parse(text: str, source: str = "msixd.toml") -> Config:
                 raise ConfigError(f"{where}: {err}") from None
             continue
         values[key] = _TYPES[key](value) if _TYPES[key] is Path else value
-    config = Config(**values)  # type: ignore[arg-type]
+    config = replace(base or Config(), **values)
     if config.tcp_listen and not (config.tls_cert and config.tls_key and config.tls_client_ca):
         raise ConfigError(
             f"{source}: tcp_listen needs tls_cert, tls_key and tls_client_ca: the TCP listener is mutual TLS only"
@@ -165,14 +179,15 @@ def parse(text: str, source: str = "msixd.toml") -> Config:
     return config
 
 
-def load(path: Path, missing_ok: bool = True) -> Config:
-    """The configuration at path. A file that does not exist is the defaults with missing_ok
-    (at start), and an error without it (a reload must not drop settings because a file went away)."""
+def load(path: Path, missing_ok: bool = True, base: Config | None = None) -> Config:
+    """The configuration at path, over base (the defaults when None). A file that does not exist is
+    base with missing_ok (at start), and an error without it (a reload must not drop settings because
+    a file went away)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         if missing_ok:
-            return Config()
+            return base or Config()
         raise ConfigError(f"{path}: the file does not exist (an empty file means the defaults)") from None
     except OSError as err:
         raise ConfigError(f"{path}: {os.strerror(err.errno or 0)}") from None
@@ -185,4 +200,4 @@ def load(path: Path, missing_ok: bool = True) -> Config:
             f"{path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); "
             "TOML files are UTF-8"
         ) from None
-    return parse(text, str(path))
+    return parse(text, str(path), base)

@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from msixd import __version__, logs
-from msixd.config import DEFAULT_PATH, Config, ConfigError, load
+from msixd.config import DEFAULT_PATH, Config, ConfigError, defaults, load, under_root
 from msixd.errors import MsixdError
 from msixd.kernel import sdnotify
 from msixd.kernel.roots import KernelRoots
@@ -35,22 +35,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Serve the host's MSI-X vectors, IRQs and irq domains over gRPC, and place them on CPUs.",
         epilog="Settings come from the configuration file; the options below override it. SIGHUP reloads the file.",
     )
-    parser.add_argument("--config", type=Path, default=Path(os.environ.get("MSIXD_CONFIG", DEFAULT_PATH)),
-                        help=f"configuration file (env MSIXD_CONFIG; default {DEFAULT_PATH}; absent: defaults)")
+    parser.add_argument("--config", type=Path, default=os.environ.get("MSIXD_CONFIG") or None,
+                        help=f"configuration file (env MSIXD_CONFIG; default {DEFAULT_PATH}, under DIR with "
+                             "--root; absent: defaults)")
     parser.add_argument("--socket", type=Path, default=os.environ.get("MSIXD_SOCKET") or None,
-                        help="Unix socket to serve on (env MSIXD_SOCKET; default /run/msixd/msixd.sock)")
+                        help="Unix socket to serve on (env MSIXD_SOCKET; default /run/msixd/msixd.sock, under "
+                             "DIR with --root)")
     parser.add_argument("--state-dir", type=Path, default=os.environ.get("MSIXD_STATE_DIR") or None,
-                        help="where the desired state is kept (env MSIXD_STATE_DIR; default /var/lib/msixd)")
-    parser.add_argument("--root", type=Path, help="read sys/, proc/ and dev/ under this directory instead of /")
+                        help="where the desired state is kept (env MSIXD_STATE_DIR; default /var/lib/msixd, "
+                             "under DIR with --root)")
+    parser.add_argument("--root", type=Path, metavar="DIR",
+                        help="serve a captured tree: read sys/, proc/ and dev/ under DIR instead of /, and keep "
+                             "msixd's own configuration, state and socket under DIR too unless named")
     parser.add_argument("--log-format", choices=("auto", "json", "console"),
                         help="auto: console lines on a terminal, JSON otherwise")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--version", action="version", version=f"msixd {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.config is None:
+        args.config = under_root(DEFAULT_PATH, args.root)
+    return args
 
 
 def effective_config(args: argparse.Namespace) -> Config:
-    config = load(args.config)
+    config = load(args.config, base=defaults(args.root))
     overrides = {
         "socket": args.socket, "state_dir": args.state_dir, "log_format": args.log_format, "log_level": args.log_level,
     }
