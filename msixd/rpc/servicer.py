@@ -11,10 +11,11 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.api.msix.v1 import msix_pb2_grpc
-from msixd.errors import MsixdError
+from msixd.errors import InvalidArgument, MsixdError
 from msixd.rpc import convert
 from msixd.rpc.access import Access, PermissionDenied
 from msixd.rpc.errors import status_code
@@ -26,6 +27,13 @@ audit = structlog.get_logger("msixd.audit")
 _request_ids = itertools.count(1)
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def required(request: Message, field: str) -> None:
+    """A field whose zero value is valid must be sent: proto3 cannot tell it left out (or misspelled) from 0."""
+    if not request.HasField(field):
+        name = request.DESCRIPTOR.name
+        raise InvalidArgument(f"{name}.{field} is required (0 is a valid value, so it is never assumed)")
 
 
 def rpc(handler: Handler) -> Handler:
@@ -114,7 +122,8 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc_stream
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchSample]:
-        interval = (request.interval_ms or 1000) / 1000
+        required(request, "interval_ms")
+        interval = request.interval_ms / 1000
         for sample in self._s.watcher.stream(request.bdf, interval, request.count, context.is_active):
             yield convert.sample(sample)
 
@@ -149,6 +158,7 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc
     def SetAffinity(self, request: pb.SetAffinityRequest, context: grpc.ServicerContext) -> pb.SetAffinityResponse:
+        required(request, "vector")
         bdf = request.bdf
         placed = self._s.placement.set_affinity(bdf, request.vector, request.cpus, request.force)
         if self._metrics is not None:
@@ -168,6 +178,7 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc
     def Trigger(self, request: pb.TriggerRequest, context: grpc.ServicerContext) -> pb.TriggerResponse:
+        required(request, "vector")
         count = self._s.owner.trigger(request.bdf, request.vector)
         audit.info("trigger", vector=request.vector)
         return pb.TriggerResponse(eventfd_count=count)

@@ -242,3 +242,13 @@ def test_over_tls_too_only_transport_failures_are_cannot_reach(tmp_path: Path) -
     assert str(answered.exception) == f"{HELD} [UNAVAILABLE]"
     assert isinstance(unreachable.exception, ClientError) and unreachable.exception.exit_code == 3
     assert "cannot reach msixd at 127.0.0.1:" in str(unreachable.exception)
+
+
+def test_vector_0_and_the_interval_are_always_sent(socket_path: Path, fake: FakeServicer) -> None:
+    """msixd refuses these requests without the fields: msixctl sends them even when they are 0."""
+    assert run(socket_path, "affinity", "0000:00:0a.0", "0", "1")[0] == 0
+    assert fake.requests[-1].HasField("vector") and fake.requests[-1].vector == 0
+    assert run(socket_path, "trigger", "0000:00:0a.0", "0")[0] == 0
+    assert fake.requests[-1].HasField("vector") and fake.requests[-1].vector == 0
+    assert run(socket_path, "watch", "0000:00:0a.0", "--count", "1", "-o", "json")[0] == 0
+    assert fake.requests[-1].HasField("interval_ms") and fake.requests[-1].interval_ms == 1000
