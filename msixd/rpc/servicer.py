@@ -160,11 +160,12 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
     def SetAffinity(self, request: pb.SetAffinityRequest, context: grpc.ServicerContext) -> pb.SetAffinityResponse:
         required(request, "vector")
         bdf = request.bdf
-        placed = self._s.placement.set_affinity(bdf, request.vector, request.cpus, request.force)
-        if self._metrics is not None:
-            self._metrics.affinity_changes.inc()
-        audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
-                   effective=sorted(placed.effective_affinity))
+        placed = self._s.placement.set_affinity(bdf, request.vector, request.cpus, request.force, request.dry_run)
+        if not request.dry_run:
+            if self._metrics is not None:
+                self._metrics.affinity_changes.inc()
+            audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
+                       effective=sorted(placed.effective_affinity), previous=sorted(placed.previous_affinity))
         return convert.placed(bdf, placed)
 
     @rpc
