@@ -35,6 +35,7 @@ from msixd.kernel.vfio import VfioBusy, VfioError
 from msixd.service.state import DeviceState, StateStore
 
 log = structlog.get_logger(__name__)
+audit = structlog.get_logger("msixd.audit")
 
 
 class ResizePath(enum.Enum):
@@ -432,6 +433,8 @@ class Owner:
             try:
                 self.restore_one(bdf, state)
                 outcome[bdf] = ""
+                audit.info("restore", bdf=bdf, vectors=state.vectors, affinities=state.affinities, by="msixd",
+                           reason="re-applying the saved state at start")
             except Exception as err:  # noqa: BLE001 - one device's trouble must not stop the others
                 outcome[bdf] = str(err)
                 log.warning("state not re-applied", bdf=bdf, error=str(err))
