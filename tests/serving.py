@@ -10,8 +10,9 @@ from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
 
 
-def serve(services: Services, socket_path: Path, **server_args: object) -> Server:
-    access = Access(PeerRegistry(), socket_group="msixd", admin_group="msixd-admin")
+def serve(services: Services, socket_path: Path, socket_group: str = "msixd", admin_group: str = "msixd-admin",
+          **server_args: object) -> Server:
+    access = Access(PeerRegistry(), socket_group=socket_group, admin_group=admin_group)
     server = Server(MsixServicer(services, access), socket_path, access.registry, **server_args)  # type: ignore[arg-type]
     server.start()
     return server
