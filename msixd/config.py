@@ -86,7 +86,7 @@ def _too_deep(text: str) -> int | None:
             if i < 0:
                 return None
         elif char in "\"'":
-            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "\'\'\'") else char
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else char
             i += len(quote)
             while i < end and not text.startswith(quote, i):
                 i += 2 if char == '"' and text[i] == "\\" else 1

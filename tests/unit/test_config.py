@@ -21,6 +21,9 @@ DEEP = 5000
         ('log_level = "info"\nbanned_cpus = ' + "[" * DEEP + "]" * DEEP + "\n", 2, "nested"),
         ("banned_cpus = [\n" + "[\n" * DEEP + "]\n" * (DEEP + 1), 101, "nested"),
         ("x = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n", 1, "nested"),
+        # Brackets in strings and comments are text: the line named is the one that nests.
+        ('socket_group = "' + "[" * 200 + '"\n# ' + "[" * 200 + '\nx = """\n' + "[" * 200 + '\n"""\nbanned_cpus = '
+         + "[" * DEEP + "]" * DEEP + "\n", 6, "nested"),
         ('socket = "/a"\nmetrics_listen = "127.0.0.1:99999"\n', 2, "port must be 1 to 65535"),
         ('metrics_listen = "127.0.0.1:0"\n', 1, "port must be 1 to 65535"),
         ('tcp_listen = "0.0.0.0:70000"\ntls_cert = "c"\ntls_key = "k"\ntls_client_ca = "ca"\n', 1,
