@@ -30,10 +30,11 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def required(request: Message, field: str) -> None:
-    """A field whose zero value is valid must be sent: proto3 cannot tell it left out (or misspelled) from 0."""
+    """A field declared optional only for its presence must be sent: proto3 sends no 0, so without
+    presence a field left out (or misspelled by the client) would be taken as 0."""
     if not request.HasField(field):
         name = request.DESCRIPTOR.name
-        raise InvalidArgument(f"{name}.{field} is required (0 is a valid value, so it is never assumed)")
+        raise InvalidArgument(f"{name}.{field} is required (a field left out or misspelled is never taken as 0)")
 
 
 def rpc(handler: Handler) -> Handler:
