@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ BDF = "0000:00:03.0"
 
 
 @pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
+def logged() -> Iterator[list[MutableMapping[str, Any]]]:
     """Every log event, with the name of the logger it went to (as the daemon's stdlib loggers have)."""
     saved = structlog.get_config()
     structlog.configure(logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger,
@@ -35,7 +35,7 @@ def logged() -> Iterator[list[dict[str, Any]]]:
         structlog.configure(**saved)
 
 
-def audit_lines(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def audit_lines(events: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [e for e in events if e.get("logger") == "msixd.audit"]
 
 
@@ -51,7 +51,7 @@ def owner_and_fake(roots: KernelRoots, state: Path) -> tuple[Owner, FakeVfio]:
     return Owner(roots, StateStore(state), vfio=fake), fake  # type: ignore[arg-type]
 
 
-def test_restore_at_start_is_audited(roots: KernelRoots, tmp_path: Path, logged: list[dict[str, Any]]) -> None:
+def test_restore_at_start_is_audited(roots: KernelRoots, tmp_path: Path, logged: list[MutableMapping[str, Any]]) -> None:
     first, _ = owner_and_fake(roots, tmp_path / "state.json")
     first.enable(BDF, 3)
     first.remember_affinity(BDF, 1, frozenset({1}))
@@ -66,7 +66,7 @@ def test_restore_at_start_is_audited(roots: KernelRoots, tmp_path: Path, logged:
 
 
 def test_a_restore_that_fails_changes_nothing_and_is_not_audited(roots: KernelRoots, tmp_path: Path,
-                                                                 logged: list[dict[str, Any]]) -> None:
+                                                                 logged: list[MutableMapping[str, Any]]) -> None:
     first, _ = owner_and_fake(roots, tmp_path / "state.json")
     first.enable(BDF, 3)
     first.close_all()
@@ -78,7 +78,7 @@ def test_a_restore_that_fails_changes_nothing_and_is_not_audited(roots: KernelRo
 
 
 def test_release_when_the_kernel_asks_and_taking_back_are_audited(
-    roots: KernelRoots, tmp_path: Path, logged: list[dict[str, Any]]
+    roots: KernelRoots, tmp_path: Path, logged: list[MutableMapping[str, Any]]
 ) -> None:
     owner, fake = owner_and_fake(roots, tmp_path / "state.json")
     owner.enable(BDF, 4)
@@ -106,7 +106,7 @@ def test_release_when_the_kernel_asks_and_taking_back_are_audited(
     }]
 
 
-def test_binding_a_returned_device_again_is_audited(roots: KernelRoots, tmp_path: Path, logged: list[dict[str, Any]],
+def test_binding_a_returned_device_again_is_audited(roots: KernelRoots, tmp_path: Path, logged: list[MutableMapping[str, Any]],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A device msixd had bound comes back on its old driver: msixd binds it to vfio-pci again, and says so."""
     owner, fake = owner_and_fake(roots, tmp_path / "state.json")
