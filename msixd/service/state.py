@@ -23,13 +23,10 @@ import structlog
 
 from msixd.errors import InvalidBdf
 from msixd.kernel.cpulist import MAX_CPUS
-from msixd.kernel.pci import parse_bdf
+from msixd.kernel.pci import MSIX_TABLE_MAX, parse_bdf
 
 log = structlog.get_logger(__name__)
 FORMAT_VERSION = 1
-# Message Control's table size field (PCI_MSIX_FLAGS_QSIZE, include/uapi/linux/pci_regs.h)
-# has 11 bits: a function has at most 2048 MSI-X table entries.
-MSIX_TABLE_MAX = 2048
 # A driver is a directory under /sys/bus/pci/drivers: a name without "/" (printable
 # ASCII here, as the kernel's PCI drivers are named), at most NAME_MAX bytes.
 _DRIVER = re.compile(r"[!-.0-~]{1,255}")
