@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,16 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 T = TypeVar("T")
+
+# What grpc-core itself puts in an UNAVAILABLE status when no answer came from the server: no
+# connection could be made (the pick_first policy's "failed to connect to all addresses", followed by
+# the reason: refused, no such socket, a TLS handshake failure), or the connection was lost or shut
+# down during the call. Any other UNAVAILABLE carries words the server chose: msixd was reached.
+_TRANSPORT_FAILURE = re.compile(
+    r"failed to connect to all addresses|connections to all backends failing|socket closed|connection reset"
+    r"|broken pipe|goaway|cancelling all calls|endpoint closing|keepalive watchdog timeout",
+    re.IGNORECASE,
+)
 
 
 class ClientError(Exception):
@@ -123,10 +134,12 @@ def call(target: Target, method: Callable[[msix_pb2_grpc.MsixServiceStub], T]) -
 def translate(target: Target, err: grpc.RpcError) -> ClientError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
-    if code == grpc.StatusCode.UNAVAILABLE and target.tcp:
-        return target.unreachable(f"{details} (a TLS handshake failure means the certificates do not match)")
-    if code == grpc.StatusCode.UNAVAILABLE and ("connect" in (details or "").lower() or not details):
-        return target.unreachable("connection refused: nobody listens on the socket")
+    if code == grpc.StatusCode.UNAVAILABLE and (not details or _TRANSPORT_FAILURE.search(details)):
+        if target.tcp:
+            return target.unreachable(f"{details} (a TLS handshake failure means the certificates do not match)")
+        if "connection refused" in (details or "").lower():
+            return target.unreachable("connection refused: nobody listens on the socket")
+        return target.unreachable(details or "the connection failed")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ClientError(f"msixd did not answer within {target.timeout:g} s (--timeout to wait longer)")
     return ClientError(f"{details} [{code.name}]")

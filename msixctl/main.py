@@ -183,7 +183,7 @@ def affinity(
     cpus: Annotated[Optional[str], typer.Argument(metavar="CPULIST", help='CPU list, e.g. "1" or "0-3,8"', show_default=False)] = None,
     spread: Annotated[bool, typer.Option("--spread", help="one vector per CPU, round-robin")] = False,
     spread_cpus: Annotated[str, typer.Option("--cpus", help="with --spread: the CPUs (default: local, not isolated)")] = "",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="with --spread: show the plan, change nothing")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check and show what would be done, change nothing")] = False,
     force: Annotated[bool, typer.Option("--force", help="allow isolated and nohz_full CPUs")] = False,
     output: OutputOption = Output.table,
 ) -> None:
@@ -191,6 +191,7 @@ def affinity(
 
     Works for every MSI-X vector the kernel lets user space move (kernel-driver
     vectors too). Examples: msixctl affinity 0000:00:0a.0 3 1
+    msixctl affinity 0000:00:0a.0 3 1 --dry-run
     msixctl affinity 0000:00:0b.0 --spread --dry-run
     """
     if spread:
@@ -208,9 +209,18 @@ def affinity(
         return
     if vector is None or cpus is None:
         raise typer.BadParameter("give VECTOR and CPULIST, or --spread")
-    answer = _rpc("SetAffinity", pb.SetAffinityRequest(bdf=bdf, vector=vector, cpus=cpus, force=force))
+    if spread_cpus:
+        raise typer.BadParameter("--cpus goes with --spread; for one vector, CPULIST names the CPUs")
+    request = pb.SetAffinityRequest(bdf=bdf, vector=vector, cpus=cpus, force=force, dry_run=dry_run)
+    answer = _rpc("SetAffinity", request)
     if output is Output.json:
         render.print_json(answer)  # type: ignore[arg-type]
+    elif dry_run:
+        print(
+            f"{answer.bdf} vector {answer.vector} (IRQ {answer.irq}): would set affinity "  # type: ignore[attr-defined]
+            f"{render.cpulist(answer.affinity)} (now {render.cpulist(answer.previous_affinity)}, "  # type: ignore[attr-defined]
+            f"effective {render.cpulist(answer.effective_affinity)}); nothing changed"  # type: ignore[attr-defined]
+        )
     else:
         print(
             f"{answer.bdf} vector {answer.vector} (IRQ {answer.irq}): affinity {render.cpulist(answer.affinity)}, "  # type: ignore[attr-defined]

@@ -1,8 +1,11 @@
 """/etc/msixd/msixd.toml: what an operator sets, checked before anything uses it.
 
-Every problem is an error that names where it is: tomllib's own message gives
-the line of a syntax error; a wrong key or value is reported with the line it
-stands on. Unknown keys are errors, so a typo never silently does nothing.
+Every problem is one ConfigError that names where it is: tomllib's own message
+gives the line of a syntax error; a wrong key or value is reported with the line
+it stands on. Unknown keys are errors, so a typo never silently does nothing.
+Text that is not UTF-8 (TOML 1.0 requires it), a number of more digits than
+int() converts, and nesting deeper than tomllib's recursion reaches are each a
+ConfigError too, so a reload with any broken file keeps the running settings.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from msixd.errors import InvalidCpuList, MsixdError
 from msixd.kernel.cpulist import parse_cpulist
@@ -65,6 +69,43 @@ _TYPES = {
 }
 _CHOICES = {"log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+# Nesting past this many arrays or inline tables is named by its line when tomllib
+# runs out of recursion (msixd's settings are all strings: none nests at all).
+_NESTING_SHOWN = 100
+# Python's default int_max_str_digits: tomllib's int() refuses longer numbers.
+_INT_DIGITS = 4300
+
+
+def _line_at(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where arrays and inline tables first nest more than _NESTING_SHOWN deep.
+
+    Skips strings (basic, literal, multi-line) and comments, where brackets are only text.
+    """
+    depth, i, end = 0, 0, len(text)
+    while i < end:
+        char = text[i]
+        if char == "#":
+            i = text.find("\n", i)
+            if i < 0:
+                return None
+        elif char in "\"'":
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else char
+            i += len(quote)
+            while i < end and not text.startswith(quote, i):
+                i += 2 if char == '"' and text[i] == "\\" else 1
+            i += len(quote) - 1
+        elif char in "[{":
+            depth += 1
+            if depth > _NESTING_SHOWN:
+                return _line_at(text, i)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    return None
 
 
 def _line_of(text: str, key: str) -> str:
@@ -74,12 +115,48 @@ def _line_of(text: str, key: str) -> str:
     return "a table"
 
 
-def parse(text: str, source: str = "msixd.toml") -> Config:
+def under_root(path: Path, root: Path | None) -> Path:
+    """A default absolute path of msixd's own, moved under root (msixd --root); as it is without one."""
+    return root / path.relative_to("/") if root is not None else path
+
+
+def defaults(root: Path | None = None) -> Config:
+    """The settings of an empty file. Under a root, msixd's own paths (socket, state) live under it too,
+    so a daemon serving a captured tree never uses, or changes, the host's."""
+    base = Config()
+    return replace(base, socket=under_root(base.socket, root), state_dir=under_root(base.state_dir, root))
+
+
+def _port_in_range(value: str) -> bool:
+    return 1 <= int(value.rpartition(":")[2]) <= 65535
+
+
+def _toml(text: str, source: str) -> dict[str, object]:
+    """tomllib.loads, with each of its ways to fail turned into a ConfigError naming the line."""
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
+        at = re.search(r"\(at line (\d+), column (\d+)\)$", str(err))
+        if at:  # "<source>, line N: ..." like every other error here
+            message = str(err)[: at.start()].rstrip()
+            raise ConfigError(f"{source}, line {at.group(1)}: {message} (column {at.group(2)})") from None
         raise ConfigError(f"{source}: {err}") from None
-    values: dict[str, object] = {}
+    except RecursionError:
+        line_number = _too_deep(text)
+        where = f", line {line_number}" if line_number else ""
+        raise ConfigError(f"{source}{where}: arrays or inline tables nested too deeply") from None
+    except ValueError as err:  # int() of a number longer than it converts (sys.get_int_max_str_digits)
+        long_number = re.search(rf"[0-9_]{{{_INT_DIGITS + 1},}}", text)
+        if long_number is None:
+            raise ConfigError(f"{source}: {err}") from None
+        line = _line_at(text, long_number.start())
+        raise ConfigError(f"{source}, line {line}: a number of more than {_INT_DIGITS} digits") from None
+
+
+def parse(text: str, source: str = "msixd.toml", base: Config | None = None) -> Config:
+    """The file's settings over base (the defaults when None)."""
+    raw = _toml(text, source)
+    values: dict[str, Any] = {}  # checked above, one setting at a time
     for key, value in raw.items():
         where = f"{source}, {_line_of(text, key)}"
         if key not in _TYPES:
@@ -99,8 +176,11 @@ def parse(text: str, source: str = "msixd.toml") -> Config:
             raise ConfigError(f"{where}: {key} must be a string, not {type(value).__name__}")
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
-        if key in ("tcp_listen", "metrics_listen") and value and not _HOST_PORT.fullmatch(value):
-            raise ConfigError(f"{where}: {key} must be host:port, not {value!r}")
+        if key in ("tcp_listen", "metrics_listen") and value:
+            if not _HOST_PORT.fullmatch(value):
+                raise ConfigError(f"{where}: {key} must be host:port, not {value[:80]!r}")
+            if not _port_in_range(value):
+                raise ConfigError(f"{where}: {key} port must be 1 to 65535, not {value!r}")
         if key == "banned_cpus":
             try:
                 values[key] = parse_cpulist(value)
@@ -108,7 +188,7 @@ def parse(text: str, source: str = "msixd.toml") -> Config:
                 raise ConfigError(f"{where}: {err}") from None
             continue
         values[key] = _TYPES[key](value) if _TYPES[key] is Path else value
-    config = Config(**values)  # type: ignore[arg-type]
+    config = replace(base or Config(), **values)
     if config.tcp_listen and not (config.tls_cert and config.tls_key and config.tls_client_ca):
         raise ConfigError(
             f"{source}: tcp_listen needs tls_cert, tls_key and tls_client_ca: the TCP listener is mutual TLS only"
@@ -116,12 +196,25 @@ def parse(text: str, source: str = "msixd.toml") -> Config:
     return config
 
 
-def load(path: Path) -> Config:
-    """The configuration at path; defaults when the file does not exist."""
+def load(path: Path, missing_ok: bool = True, base: Config | None = None) -> Config:
+    """The configuration at path, over base (the defaults when None). A file that does not exist is
+    base with missing_ok (at start), and an error without it (a reload must not drop settings because
+    a file went away)."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
-        return Config()
+        if missing_ok:
+            return base or Config()
+        raise ConfigError(f"{path}: the file does not exist (an empty file means the defaults)") from None
     except OSError as err:
         raise ConfigError(f"{path}: {os.strerror(err.errno or 0)}") from None
-    return parse(text, str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); "
+            "TOML files are UTF-8"
+        ) from None
+    return parse(text, str(path), base)

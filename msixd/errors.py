@@ -29,7 +29,7 @@ class InvalidBdf(InvalidArgument):
 
 class InvalidCpuList(InvalidArgument):
     def __init__(self, text: str, reason: str) -> None:
-        super().__init__(f"invalid CPU list {shown(text)}: {reason}")
+        super().__init__(f"invalid CPU list {shown(text, 80)}: {reason}")
         self.text = text
         self.reason = reason
 

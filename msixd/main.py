@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from msixd import __version__, logs
-from msixd.config import DEFAULT_PATH, Config, ConfigError, load
+from msixd.config import DEFAULT_PATH, Config, ConfigError, defaults, load, under_root
 from msixd.errors import MsixdError
 from msixd.kernel import sdnotify
 from msixd.kernel.roots import KernelRoots
@@ -43,22 +43,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Serve the host's MSI-X vectors, IRQs and irq domains over gRPC, and place them on CPUs.",
         epilog="Settings come from the configuration file; the options below override it. SIGHUP reloads the file.",
     )
-    parser.add_argument("--config", type=Path, default=Path(os.environ.get("MSIXD_CONFIG", DEFAULT_PATH)),
-                        help=f"configuration file (env MSIXD_CONFIG; default {DEFAULT_PATH}; absent: defaults)")
+    parser.add_argument("--config", type=Path, default=os.environ.get("MSIXD_CONFIG") or None,
+                        help=f"configuration file (env MSIXD_CONFIG; default {DEFAULT_PATH}, under DIR with "
+                             "--root; absent: defaults)")
     parser.add_argument("--socket", type=Path, default=os.environ.get("MSIXD_SOCKET") or None,
-                        help="Unix socket to serve on (env MSIXD_SOCKET; default /run/msixd/msixd.sock)")
+                        help="Unix socket to serve on (env MSIXD_SOCKET; default /run/msixd/msixd.sock, under "
+                             "DIR with --root)")
     parser.add_argument("--state-dir", type=Path, default=os.environ.get("MSIXD_STATE_DIR") or None,
-                        help="where the desired state is kept (env MSIXD_STATE_DIR; default /var/lib/msixd)")
-    parser.add_argument("--root", type=Path, help="read sys/, proc/ and dev/ under this directory instead of /")
+                        help="where the desired state is kept (env MSIXD_STATE_DIR; default /var/lib/msixd, "
+                             "under DIR with --root)")
+    parser.add_argument("--root", type=Path, metavar="DIR",
+                        help="serve a captured tree: read sys/, proc/ and dev/ under DIR instead of /, and keep "
+                             "msixd's own configuration, state and socket under DIR too unless named")
     parser.add_argument("--log-format", choices=("auto", "json", "console"),
                         help="auto: console lines on a terminal, JSON otherwise")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--version", action="version", version=f"msixd {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.config is None:
+        args.config = under_root(DEFAULT_PATH, args.root)
+    return args
 
 
-def effective_config(args: argparse.Namespace) -> Config:
-    config = load(args.config)
+def effective_config(args: argparse.Namespace, missing_ok: bool = True) -> Config:
+    """The configuration file over the defaults, then the command line's options. missing_ok: an
+    absent file means the defaults (at start); a reload refuses it."""
+    config = load(args.config, missing_ok=missing_ok, base=defaults(args.root))
     overrides = {
         "socket": args.socket, "state_dir": args.state_dir, "log_format": args.log_format, "log_level": args.log_level,
     }
@@ -102,12 +112,15 @@ class Daemon:
                              config.tls_admins, config.tls_readers)
         self.limits = Limits.for_files(raise_file_limit(), config.client_idle_seconds)
         self.metrics = Metrics(self.services.inventory)
+        # Before any other listener: a port that cannot be served ends start-up before the socket exists.
+        self.metrics_http: MetricsHttp | None = None
+        if config.metrics_listen:
+            self.metrics_http = self.metrics.serve(config.metrics_listen, self.limits.metrics_connections)
         tls = None
         if config.tls_cert and config.tls_key and config.tls_client_ca:
             tls = Tls(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.servicer = MsixServicer(self.services, self.metrics, StreamLimiter(self.limits.streams_per_caller))
         self.server = Server(self.servicer, config.socket, self.access, self.limits, config.tcp_listen, tls)
-        self.metrics_http: MetricsHttp | None = None
         self.probe = SelfProbe(str(self.server.admin_socket_path))
 
     def start(self) -> None:
@@ -116,8 +129,6 @@ class Daemon:
         self.server.start()
         chgrp_socket(self.config.socket, self.config.socket_group)
         chgrp_socket(self.server.admin_socket_path, self.config.admin_group)
-        if self.config.metrics_listen:
-            self.metrics_http = self.metrics.serve(self.config.metrics_listen, self.limits.metrics_connections)
         self.probe.start()
         log.info("serving", socket=str(self.config.socket), admin_socket=str(self.server.admin_socket_path),
                  tcp_port=self.server.tcp_port or None,
@@ -204,7 +215,7 @@ def run(args: argparse.Namespace, config: Config) -> None:
         timeout = max(0.0, next_ping - time.monotonic()) if ping else 3600.0
         received = signal.sigtimedwait(HANDLED_SIGNALS, timeout)
         if received is not None and received.si_signo == signal.SIGHUP:
-            daemon.reload(lambda: effective_config(args))
+            daemon.reload(lambda: effective_config(args, missing_ok=False))
         elif received is not None:
             log.info("stopping", signal=signal.Signals(received.si_signo).name)
             break

@@ -11,8 +11,9 @@ from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
 
 
-def serve(services: Services, socket_path: Path, limits: Limits | None = None, **server_args: str) -> Server:
-    access = Access(PeerRegistry(), socket_group="msixd", admin_group="msixd-admin")
+def serve(services: Services, socket_path: Path, socket_group: str = "msixd", admin_group: str = "msixd-admin",
+          limits: Limits | None = None, **server_args: str) -> Server:
+    access = Access(PeerRegistry(), socket_group=socket_group, admin_group=admin_group)
     server = Server(MsixServicer(services), socket_path, access, limits or Limits(), **server_args)  # type: ignore[arg-type]
     server.start()
     return server

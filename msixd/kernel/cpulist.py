@@ -17,13 +17,40 @@ from msixd.errors import InvalidCpuList, shown
 MAX_CPUS = 8192
 
 
-def _cpu(text: str, whole: str) -> int:
+# UINT_MAX has 10 digits: lib/bitmap-str.c bitmap_getnum() refuses larger numbers
+# with EOVERFLOW. Longer digit strings are refused before int() sees them (int()
+# itself refuses more than 4300 digits, with a ValueError nobody expects).
+_MAX_DIGITS = 10
+
+
+def _number(text: str, whole: str, what: str) -> int:
     if not text.isdigit() or not text.isascii():
-        raise InvalidCpuList(whole, f"{shown(text)} is not a CPU number")
-    cpu = int(text)
+        raise InvalidCpuList(whole, f"{shown(text, 20)} is not {what}")
+    if len(text) > _MAX_DIGITS:
+        raise InvalidCpuList(whole, f"{text[:20]}... ({len(text)} digits) is too long to be {what}")
+    return int(text)
+
+
+def _cpu(text: str, whole: str) -> int:
+    cpu = _number(text, whole, "a CPU number")
     if cpu >= MAX_CPUS:
         raise InvalidCpuList(whole, f"CPU {cpu} is beyond the largest possible CPU ({MAX_CPUS - 1})")
     return cpu
+
+
+def _span(first: int, last: int, used: int, group: int) -> int:
+    """CPUs first..last, the first `used` of every `group`, as a bitmask.
+
+    The pattern is doubled until it covers the range: a few big-integer
+    operations per item, however many CPUs it names, so a long list of wide
+    items costs little.
+    """
+    width = last - first + 1
+    pattern, period = (1 << used) - 1, group
+    while period < width:
+        pattern |= pattern << period
+        period *= 2
+    return (pattern & ((1 << width) - 1)) << first
 
 
 def parse_cpulist(text: str) -> frozenset[int]:
@@ -32,9 +59,10 @@ def parse_cpulist(text: str) -> frozenset[int]:
     text = text.strip()
     if text.isdigit():  # one CPU, what most IRQ affinities are (_cpu checks the rest)
         return frozenset((_cpu(text, whole),))
-    cpus: set[int] = set()
     if not text:
         return frozenset()
+    mask = 0
+    single = "," not in text
     for item in text.split(","):
         item = item.strip()
         if not item:
@@ -45,16 +73,20 @@ def parse_cpulist(text: str) -> frozenset[int]:
         last = _cpu(last_text, whole) if dash else first
         if last < first:
             raise InvalidCpuList(whole, f"range {shown(span)} is reversed")
-        used, group = 1, 1
+        used = group = 1
         if stride:
             used_text, slash, group_text = stride.partition("/")
-            if not slash or not used_text.isdigit() or not group_text.isdigit():
+            if not slash:
                 raise InvalidCpuList(whole, f"stride {shown(stride)} is not used/group")
-            used, group = int(used_text), int(group_text)
+            used = _number(used_text, whole, "a stride's used/group")
+            group = _number(group_text, whole, "a stride's used/group")
             if used == 0 or group == 0 or used > group:
                 raise InvalidCpuList(whole, f"stride {shown(stride)} needs 0 < used <= group")
-        cpus.update(c for c in range(first, last + 1) if (c - first) % group < used)
-    return frozenset(cpus)
+        if not stride and single:  # one plain range, the other common shape: "0-63"
+            return frozenset(range(first, last + 1))
+        mask |= _span(first, last, used, group)
+    bits = bin(mask)[:1:-1]  # least significant first
+    return frozenset(cpu for cpu, bit in enumerate(bits) if bit == "1")
 
 
 def format_cpulist(cpus: Iterable[int]) -> str:
@@ -75,6 +107,8 @@ def parse_cpumask(text: str) -> frozenset[int]:
     """Parse a hex mask with optional comma-separated 32-bit groups. Raises InvalidCpuList."""
     whole = text
     groups = text.strip().split(",")
+    if len(groups) > MAX_CPUS // 32:
+        raise InvalidCpuList(whole, f"mask of {len(groups)} 32-bit groups names CPUs beyond {MAX_CPUS - 1}")
     value = 0
     for group in groups:
         if not group or len(group) > 8:

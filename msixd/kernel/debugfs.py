@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from msixd.kernel.files import list_dir, read_text
+from msixd.kernel.files import U32_MAX, decimal, list_dir, read_text
 from msixd.kernel.roots import KernelRoots
 
 
@@ -82,6 +82,6 @@ def read_domain(roots: KernelRoots, name: str) -> DebugfsDomain | None:
     size, mapped = fields.get("size", "0"), fields.get("mapped", "0")
     return DebugfsDomain(
         name=fields.get("name", name),
-        size=int(size) if size.isdigit() else 0,
-        mapped=int(mapped) if mapped.isdigit() else 0,
+        size=decimal(size, 0, U32_MAX) or 0,
+        mapped=decimal(mapped, 0, U32_MAX) or 0,
     )

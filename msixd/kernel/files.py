@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 from msixd.errors import ResourceExhausted
 
@@ -19,6 +20,23 @@ from msixd.errors import ResourceExhausted
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 _CHUNK = 65536
+_DECIMAL = re.compile(r"-?[0-9]{1,20}")
+# The widths of the kernel's numbers, which are also the API's field widths.
+U32_MAX = 2**32 - 1
+S32_MAX = 2**31 - 1
+U64_MAX = 2**64 - 1
+
+
+def decimal(text: str, low: int, high: int) -> int | None:
+    """text as a decimal integer from low to high, or None when it is not one.
+
+    The digits are counted before int() sees them: a kernel writes no number of
+    more than 20 (u64), and int() refuses more than 4300 with a ValueError.
+    """
+    if _DECIMAL.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
 
 
 def read_bytes(path: str) -> bytes | None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from msixd.errors import InvalidCpuList, KernelFormatError, MsixdError
 from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.files import list_dir, read_text, write_text
-from msixd.kernel.pci import device_dir, pci_dev_id
+from msixd.kernel.files import S32_MAX, U32_MAX, U64_MAX, decimal, list_dir, read_text, write_text
+from msixd.kernel.pci import MSIX_TABLE_MAX, device_dir, pci_dev_id
 from msixd.kernel.roots import KernelRoots
 
 # Handler names vfio-pci gives its triggers: "vfio-msix[3](0000:00:09.0)".
@@ -53,12 +53,13 @@ def vector_index(bdf: str, chip: str, hwirq: int | None, actions: tuple[str, ...
     """
     for action in actions:
         match = _VFIO_ACTION.fullmatch(action)
-        if match and match.group(2) == bdf:
-            return int(match.group(1)), IndexSource.ACTION
+        index = decimal(match.group(1), 0, MSIX_TABLE_MAX - 1) if match and match.group(2) == bdf else None
+        if index is not None:
+            return index, IndexSource.ACTION
     if hwirq is None:
         return None
     if per_device_chip(chip, bdf):
-        return hwirq, IndexSource.HWIRQ
+        return (hwirq, IndexSource.HWIRQ) if hwirq < MSIX_TABLE_MAX else None
     if chip in GLOBAL_MSI_CHIPS and (hwirq >> 11) & 0xFFFF == pci_dev_id(bdf):
         return hwirq & GLOBAL_HWIRQ_INDEX_MASK, IndexSource.GLOBAL_HWIRQ
     return None
@@ -69,11 +70,12 @@ def msi_irqs(roots: KernelRoots, bdf: str) -> dict[int, str]:
     base = f"{device_dir(roots, bdf)}/msi_irqs"
     irqs: dict[int, str] = {}
     for name in list_dir(base):
-        if not name.isdigit():
+        number = decimal(name, 0, U32_MAX)
+        if number is None:
             continue
         mode = read_text(f"{base}/{name}")
         if mode is not None:  # freed between listing and reading
-            irqs[int(name)] = mode
+            irqs[number] = mode
     return dict(sorted(irqs.items()))
 
 
@@ -117,9 +119,15 @@ def _counts(path: str, text: str) -> tuple[int, ...]:
     zero_items = text.count(",0") + (text[0] == "0")  # exact unless the kernel wrote a leading zero
     if (items - zero_items) * 16 > items:
         try:
-            return tuple(json.loads(f"[{text}]"))
+            dense = tuple(json.loads(f"[{text}]"))
         except ValueError:  # leading zeros, which JSON refuses and the kernel never writes
-            return tuple(map(int, text.split(",")))
+            try:
+                dense = tuple(map(int, text.split(",")))
+            except ValueError:  # more digits than int() converts
+                raise KernelFormatError(path, text, "a count beyond 64 bits") from None
+        if max(dense) > U64_MAX:
+            raise KernelFormatError(path, text, "a count beyond 64 bits")
+        return dense
     counts = [0] * items
     find = text.find
     cpu = position = 0
@@ -131,7 +139,9 @@ def _counts(path: str, text: str) -> tuple[int, ...]:
         cpu += text.count(",", position, start)
         end = find(",", start)
         end = len(text) if end < 0 else end
-        counts[cpu] = int(text[start:end])
+        if end - start > 20 or (count := int(text[start:end])) > U64_MAX:  # digits counted before int()
+            raise KernelFormatError(path, text, "a count beyond 64 bits")
+        counts[cpu] = count
         position = end
 
 
@@ -144,12 +154,13 @@ def read_sys_irq(roots: KernelRoots, irq: int) -> SysIrq | None:
     hwirq = read_text(f"{base}/hwirq") or ""
     actions = read_text(f"{base}/actions") or ""
     counts = read_text(f"{base}/per_cpu_count") or ""
-    if hwirq and not hwirq.isdigit():
-        raise KernelFormatError(f"{base}/hwirq", hwirq, "expected a decimal number")
+    number = decimal(hwirq, 0, U64_MAX) if hwirq else None
+    if hwirq and number is None:
+        raise KernelFormatError(f"{base}/hwirq", hwirq, "expected a decimal number below 2^64")
     return SysIrq(
         irq=irq,
         chip_name=chip,
-        hwirq=int(hwirq) if hwirq else None,
+        hwirq=number,
         actions=tuple(a for a in actions.split(",") if a),
         per_cpu_count=_counts(f"{base}/per_cpu_count", counts),
         type=read_text(f"{base}/type") or "",
@@ -189,12 +200,12 @@ def read_proc_irq(roots: KernelRoots, irq: int) -> ProcIrq | None:
     # (managed, per-CPU or no-balancing IRQs, or a chip without irq_set_affinity).
     # Older kernels show 0644 for those too and refuse the write with EIO.
     settable = bool(mode & stat.S_IWUSR)
-    node = read_text(f"{base}/node") or "-1"
+    node = decimal(read_text(f"{base}/node") or "-1", -1, S32_MAX)
     return ProcIrq(
         irq=irq,
         affinity=_cpus(f"{base}/smp_affinity_list"),
         effective_affinity=_cpus(f"{base}/effective_affinity_list"),
-        node=int(node) if node.lstrip("-").isdigit() else -1,
+        node=-1 if node is None else node,
         settable=settable,
         reason="" if settable else "the kernel manages this IRQ's affinity (smp_affinity_list is read-only)",
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from msixd.errors import DeviceNotFound, InvalidBdf, InvalidCpuList, KernelFormatError
 from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.files import inode, list_dir, read_bytes, read_link_name, read_text
+from msixd.kernel.files import S32_MAX, decimal, inode, list_dir, read_bytes, read_link_name, read_text
 from msixd.kernel.roots import KernelRoots
 
 _BDF = re.compile(r"(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])")
@@ -21,6 +21,10 @@ PCI_CAP_ID_MSIX = 0x11
 # Config space visible to readers without CAP_SYS_ADMIN (pci-sysfs.c).
 UNPRIVILEGED_CONFIG_SIZE = 64
 _MAX_CAPABILITIES = 48  # (256 - 64) / 4: a longer walk is a loop in the list
+# Message Control's table size field (PCI_MSIX_FLAGS_QSIZE, include/uapi/linux/pci_regs.h)
+# has 11 bits: a function has at most 2048 MSI-X table entries.
+MSIX_TABLE_MAX = 2048
+_HEX_DIGITS = {"vendor": 4, "device": 4, "subsystem_vendor": 4, "subsystem_device": 4, "class": 6}
 
 
 def parse_bdf(text: str) -> str:
@@ -136,13 +140,14 @@ def list_bdfs(roots: KernelRoots) -> list[str]:
 
 
 def _hex(base: str, name: str) -> int:
+    """A config-space ID as pci-sysfs.c shows it ("0x%04x", the class "0x%06x")."""
     text = read_text(f"{base}/{name}")
     if text is None:
         return 0
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise KernelFormatError(f"{base}/{name}", text, "expected a hex number") from None
+    digits = _HEX_DIGITS[name]
+    if re.fullmatch(rf"(?:0x)?[0-9a-fA-F]{{1,{digits}}}", text) is None:
+        raise KernelFormatError(f"{base}/{name}", text, f"expected a hex number of at most {digits} digits")
+    return int(text, 16)
 
 
 def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDevice | None:
@@ -160,6 +165,9 @@ def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDev
         return None
     group = read_link_name(f"{base}/iommu_group")
     numa = read_text(f"{base}/numa_node")
+    numa_node = decimal(numa, -1, S32_MAX) if numa else None
+    if numa_node is None:
+        numa_node = -1  # unknown
     local = read_text(f"{base}/local_cpulist") or ""
     try:
         local_cpus = parse_cpulist(local)
@@ -173,9 +181,9 @@ def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDev
         subsystem_vendor_id=_hex(base, "subsystem_vendor"),
         subsystem_device_id=_hex(base, "subsystem_device"),
         driver=read_link_name(f"{base}/driver"),
-        iommu_group=int(group) if group and group.isdigit() else None,
+        iommu_group=decimal(group, 0, S32_MAX) if group else None,
         iommu=read_link_name(f"{base}/iommu"),
-        numa_node=int(numa) if numa and numa.lstrip("-").isdigit() else -1,
+        numa_node=numa_node,
         local_cpus=local_cpus,
         msix_probe=probe,
         msix=msix,

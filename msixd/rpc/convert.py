@@ -167,6 +167,8 @@ def placed(bdf: str, value: Placed) -> pb.SetAffinityResponse:
         irq=value.irq,
         affinity=sorted(value.affinity),
         effective_affinity=sorted(value.effective_affinity),
+        previous_affinity=sorted(value.previous_affinity),
+        dry_run=value.dry_run,
     )
 
 

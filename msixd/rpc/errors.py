@@ -1,4 +1,9 @@
-"""The one table from domain errors to gRPC status codes."""
+"""The one table from domain errors to gRPC status codes.
+
+No domain error is UNAVAILABLE: that is what gRPC itself reports when msixd
+cannot be reached, and msixctl tells the user so. A VFIO group another process
+holds is the system's state, not msixd's: FAILED_PRECONDITION, naming the holder.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +31,12 @@ STATUS_CODES: dict[type[MsixdError], grpc.StatusCode] = {
     VectorNotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    GroupHeld: grpc.StatusCode.UNAVAILABLE,
+    GroupHeld: grpc.StatusCode.FAILED_PRECONDITION,
     AffinityRefused: grpc.StatusCode.FAILED_PRECONDITION,
     AffinityRejected: grpc.StatusCode.FAILED_PRECONDITION,
     BindError: grpc.StatusCode.FAILED_PRECONDITION,
     PartialAllocation: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    VfioBusy: grpc.StatusCode.UNAVAILABLE,
+    VfioBusy: grpc.StatusCode.FAILED_PRECONDITION,
     VfioNoDevice: grpc.StatusCode.NOT_FOUND,
     VfioError: grpc.StatusCode.FAILED_PRECONDITION,
     KernelFormatError: grpc.StatusCode.INTERNAL,

@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.api.msix.v1 import msix_pb2_grpc
-from msixd.errors import InvalidBdf, MsixdError
+from msixd.errors import InvalidArgument, InvalidBdf, MsixdError
 from msixd.kernel import pci
 from msixd.rpc import convert
 from msixd.rpc.errors import status_code
@@ -43,6 +44,14 @@ def _log_bdf(text: str) -> dict[str, str]:
         return {"bdf": pci.parse_bdf(text)}
     except InvalidBdf:
         return {"bad_bdf": text[:_SHOWN_TEXT] + ("..." if len(text) > _SHOWN_TEXT else "")}
+
+
+def required(request: Message, field: str) -> None:
+    """A field declared optional only for its presence must be sent: proto3 sends no 0, so without
+    presence a field left out (or misspelled by the client) would be taken as 0."""
+    if not request.HasField(field):
+        name = request.DESCRIPTOR.name
+        raise InvalidArgument(f"{name}.{field} is required (a field left out or misspelled is never taken as 0)")
 
 
 def rpc(handler: Handler) -> Handler:
@@ -158,7 +167,8 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc_stream
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchSample]:
-        interval = (request.interval_ms or 1000) / 1000
+        required(request, "interval_ms")
+        interval = request.interval_ms / 1000
         ended = threading.Event()
         context.add_callback(ended.set)  # cancelled, or the server is stopping: stop waiting at once
         if request.count == 0:  # endless: msixd's stop ends it at once (end_streams)
@@ -209,12 +219,14 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc
     def SetAffinity(self, request: pb.SetAffinityRequest, context: grpc.ServicerContext) -> pb.SetAffinityResponse:
+        required(request, "vector")
         bdf = request.bdf
-        placed = self._s.placement.set_affinity(bdf, request.vector, request.cpus, request.force)
-        if self._metrics is not None:
-            self._metrics.affinity_changes.inc()
-        audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
-                   effective=sorted(placed.effective_affinity))
+        placed = self._s.placement.set_affinity(bdf, request.vector, request.cpus, request.force, request.dry_run)
+        if not request.dry_run:
+            if self._metrics is not None:
+                self._metrics.affinity_changes.inc()
+            audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
+                       effective=sorted(placed.effective_affinity), previous=sorted(placed.previous_affinity))
         return convert.placed(bdf, placed)
 
     @rpc
@@ -228,6 +240,7 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc
     def Trigger(self, request: pb.TriggerRequest, context: grpc.ServicerContext) -> pb.TriggerResponse:
+        required(request, "vector")
         count = self._s.owner.trigger(request.bdf, request.vector)
         audit.info("trigger", vector=request.vector)
         return pb.TriggerResponse(eventfd_count=count)

@@ -50,7 +50,7 @@ def _irq_mode(modes: Iterable[str]) -> IrqMode:
 
 
 def _release_version(release: str) -> tuple[int, int] | None:
-    match = re.match(r"(\d+)\.(\d+)", release)
+    match = re.match(r"(\d{1,6})\.(\d{1,6})", release)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 

@@ -26,6 +26,8 @@ from msixd.service.binding import Binding
 from msixd.service.owner import GivenBack, Owner
 
 log = structlog.get_logger(__name__)
+audit = structlog.get_logger("msixd.audit")
+_TAKEN_BACK = "the device was removed and found again (a rescan or a re-plug)"
 # How long a device asked back may still be seen before it counts as unbound, not removed.
 REMOVAL_GRACE_SECONDS = 10.0
 
@@ -50,8 +52,12 @@ class Keeper:
 
     def released(self, devices: list[GivenBack]) -> None:
         """The owner gave these devices back because the kernel asked."""
+        desired = self._owner.desired() if devices else {}
         for device in devices:
             self._asked[device.bdf] = (time.monotonic(), device.identity)
+            state = desired.get(device.bdf)
+            audit.info("release", bdf=device.bdf, vectors_released=state.vectors if state else None, by="msixd",
+                       reason="the kernel asked for the device back (an unbind, or its removal)")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -95,8 +101,11 @@ class Keeper:
             try:
                 if device.driver != "vfio-pci" and state.previous_driver is not None:
                     self._binding.bind(bdf)
-                self._owner.restore_one(bdf, state, "the device returned")
+                    audit.info("bind", bdf=bdf, driver="vfio-pci", by="msixd", reason=_TAKEN_BACK)
+                self._owner.restore_one(bdf, state)
                 self._gone.discard(bdf)
                 log.info("device returned and was taken back", bdf=bdf, vectors=state.vectors)
+                audit.info("take back", bdf=bdf, vectors=state.vectors, affinities=state.affinities, by="msixd",
+                           reason=_TAKEN_BACK)
             except MsixdError as err:
                 log.warning("device returned but could not be taken back yet", bdf=bdf, error=str(err))

@@ -368,7 +368,7 @@ class Owner:
     def forget_device(self, bdf: str) -> DeviceState | None:
         return self._desired.forget(bdf)
 
-    def restore_one(self, bdf: str, state: DeviceState, why: str) -> None:
+    def restore_one(self, bdf: str, state: DeviceState) -> None:
         """Own the device again as the saved state says: its vector count, then its placements, as one step."""
         with self._locked(bdf, open_it=True) as device:
             if not 1 <= state.vectors <= device.table_size:
@@ -376,8 +376,8 @@ class Owner:
                                       f"{device.table_size} MSI-X table entries")
             path = self._resize(device, set(range(state.vectors)))
             self._apply_affinities(device, {i: frozenset(c) for i, c in state.affinities.items()})
-        audit.info("enable", bdf=bdf, vectors=state.vectors, path=path.value, affinities=len(state.affinities),
-                   initiator="msixd", reason=why)
+        log.info("state re-applied", bdf=bdf, vectors=state.vectors, path=path.value,
+                 affinities=len(state.affinities))
 
     def restore(self) -> dict[str, str]:
         """Re-apply the saved state at start. Returns bdf -> "" or what went wrong."""
@@ -386,8 +386,10 @@ class Owner:
             if state.vectors == 0:
                 continue
             try:
-                self.restore_one(bdf, state, "restore at start")
+                self.restore_one(bdf, state)
                 outcome[bdf] = ""
+                audit.info("restore", bdf=bdf, vectors=state.vectors, affinities=state.affinities, by="msixd",
+                           reason="re-applying the saved state at start")
             except Exception as err:  # noqa: BLE001 - one device's trouble must not stop the others
                 outcome[bdf] = str(err)
                 log.warning("state not re-applied", bdf=bdf, error=str(err))
@@ -421,7 +423,6 @@ class Owner:
                 self._drain(device)
                 self._discard(device)
             log.warning("the kernel asked for the device back (unbind or removal); released it", bdf=device.bdf)
-            audit.info("release", bdf=device.bdf, initiator="msixd", reason="the kernel asked for the device back")
             given_back.append(GivenBack(device.bdf, device.identity))
         return given_back
 

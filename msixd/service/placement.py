@@ -28,8 +28,13 @@ log = structlog.get_logger(__name__)
 class Placed:
     vector: int
     irq: int
+    # Read back after the write; in a dry run, what would be written.
     affinity: frozenset[int]
+    # Read back after the write; in a dry run, where the kernel routes the IRQ now.
     effective_affinity: frozenset[int]
+    # smp_affinity_list before: what the placement replaced (or would).
+    previous_affinity: frozenset[int] = frozenset()
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,18 +80,27 @@ class Placement:
                 "interrupts there disturb the isolated workload (use --force to place it anyway)"
             )
 
-    def set_affinity(self, bdf: str, vector: int, cpus_text: str, force: bool = False) -> Placed:
+    def set_affinity(self, bdf: str, vector: int, cpus_text: str, force: bool = False,
+                     dry_run: bool = False) -> Placed:
+        """Place one vector; with dry_run, check the same and answer what would be written."""
         cpus = parse_cpulist(cpus_text)
         self._check_cpus(cpus, force)
         device = self._inventory.get_device(bdf)
         target = next((v for v in device.vectors if v.index == vector), None)
         if target is None:
             raise VectorNotFound(device.pci.bdf, vector)
+        if dry_run:
+            self._check_settable(target)
+            return Placed(target.index, target.irq, cpus, target.effective_affinity, target.affinity, dry_run=True)
         return self._place(device.pci.bdf, target, cpus)
 
-    def _place(self, bdf: str, vector: Vector, cpus: frozenset[int]) -> Placed:
+    @staticmethod
+    def _check_settable(vector: Vector) -> None:
         if not vector.affinity_settable:
             raise kirq.AffinityRefused(vector.irq, vector.affinity_reason)
+
+    def _place(self, bdf: str, vector: Vector, cpus: frozenset[int]) -> Placed:
+        self._check_settable(vector)
         # The device's lock first (msixd/service/owner.py gives the order): a re-enable of an
         # owned device re-applies its vectors' affinities under it.
         with self._owner.placing(bdf), self._lock:
@@ -98,6 +112,7 @@ class Placement:
             irq=vector.irq,
             affinity=after.affinity if after else cpus,
             effective_affinity=after.effective_affinity if after else frozenset(),
+            previous_affinity=vector.affinity,
         )
         log.info("affinity set", bdf=bdf, vector=vector.index, irq=vector.irq, cpus=format_cpulist(cpus),
                  effective=format_cpulist(placed.effective_affinity))

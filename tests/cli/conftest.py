@@ -80,7 +80,12 @@ class FakeServicer(msix_pb2_grpc.MsixServiceServicer):
         self.requests.append(request)
         return pb.DisableResponse(released=[request.vector] if request.HasField("vector") else [0, 1, 2])
 
+    def Trigger(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        return pb.TriggerResponse(eventfd_count=1)
+
     def Watch(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
         for n in range(request.count or 3):
             yield pb.WatchSample(bdf=request.bdf, time=1000.0 + n,
                                  vectors=[pb.VectorSample(vector=0, irq=41, total=n, rate=1.0, source=pb.COUNT_SOURCE_EVENTFD)])

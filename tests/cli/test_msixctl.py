@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import socket
 import subprocess
 import sys
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf import json_format
 from typer.testing import CliRunner
@@ -14,7 +17,9 @@ from typer.testing import CliRunner
 from msixctl.client import ClientError
 from msixctl.main import app
 from msixd.api.msix.v1 import msix_pb2 as pb
+from msixd.api.msix.v1 import msix_pb2_grpc
 from tests.cli.conftest import FakeServicer
+from tests.e2e.test_tls_and_reload import make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -186,3 +191,64 @@ def test_every_command_with_bad_arguments_is_one_line(command: str, tmp_path: Pa
 def test_no_arguments_shows_help() -> None:
     done = msixctl()
     assert done.returncode == 0 and "Usage:" in done.stdout and done.stderr == ""
+
+
+class Answers(msix_pb2_grpc.MsixServiceServicer):
+    """A server that answers every GetStatus with one status of its own."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details = code, details
+
+    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.Status:
+        context.abort(self.code, self.details)
+        raise AssertionError("abort raises")
+
+
+HELD = "0000:00:0a.0: VFIO group 10 is held by pid 4242 (qemu-connect)"
+
+
+def test_a_status_msixd_sent_is_never_cannot_reach(tmp_path: Path) -> None:
+    """Whatever code a reached server answers with, the user hears its words and exit 1."""
+    path = tmp_path / "answers.sock"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    msix_pb2_grpc.add_MsixServiceServicer_to_server(Answers(grpc.StatusCode.UNAVAILABLE, HELD), server)
+    server.add_insecure_port(f"unix:{path}")
+    server.start()
+    try:
+        code, _, err = run(path, "status")
+    finally:
+        server.stop(None).wait()
+    assert code == 1 and err == f"{HELD} [UNAVAILABLE]"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificates")
+def test_over_tls_too_only_transport_failures_are_cannot_reach(tmp_path: Path) -> None:
+    make_pki(tmp_path, "t")
+    credentials = grpc.ssl_server_credentials(
+        [((tmp_path / "t-server.key").read_bytes(), (tmp_path / "t-server.pem").read_bytes())],
+        root_certificates=(tmp_path / "t-ca.pem").read_bytes(), require_client_auth=True)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    msix_pb2_grpc.add_MsixServiceServicer_to_server(Answers(grpc.StatusCode.UNAVAILABLE, HELD), server)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    tls = ["--ca", str(tmp_path / "t-ca.pem"), "--cert", str(tmp_path / "t-client.pem"),
+           "--key", str(tmp_path / "t-client.key")]
+    try:
+        answered = runner.invoke(app, ["--target", f"127.0.0.1:{port}", *tls, "status"])
+    finally:
+        server.stop(None).wait()
+    unreachable = runner.invoke(app, ["--target", f"127.0.0.1:{port}", *tls, "--timeout", "5", "status"])
+    assert isinstance(answered.exception, ClientError) and answered.exception.exit_code == 1
+    assert str(answered.exception) == f"{HELD} [UNAVAILABLE]"
+    assert isinstance(unreachable.exception, ClientError) and unreachable.exception.exit_code == 3
+    assert "cannot reach msixd at 127.0.0.1:" in str(unreachable.exception)
+
+
+def test_vector_0_and_the_interval_are_always_sent(socket_path: Path, fake: FakeServicer) -> None:
+    """msixd refuses these requests without the fields: msixctl sends them even when they are 0."""
+    assert run(socket_path, "affinity", "0000:00:0a.0", "0", "1")[0] == 0
+    assert fake.requests[-1].HasField("vector") and fake.requests[-1].vector == 0
+    assert run(socket_path, "trigger", "0000:00:0a.0", "0")[0] == 0
+    assert fake.requests[-1].HasField("vector") and fake.requests[-1].vector == 0
+    assert run(socket_path, "watch", "0000:00:0a.0", "--count", "1", "-o", "json")[0] == 0
+    assert fake.requests[-1].HasField("interval_ms") and fake.requests[-1].interval_ms == 1000

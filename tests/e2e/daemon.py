@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -11,6 +12,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.conftest import REPO, wait_serving
 
@@ -36,15 +38,33 @@ class Daemon:
         )
         wait_serving(self.socket, self.proc)
 
-    def write_config(self, extra: str) -> None:
-        self.config.write_text(f'socket = "{self.dir / "msixd.sock"}"\nstate_dir = "{self.dir / "state"}"\n{extra}')
+    def write_config(self, extra: str | bytes) -> None:
+        """The socket and state_dir lines (lines 1 and 2), then `extra` as it is, bytes included."""
+        head = f'socket = "{self.dir / "msixd.sock"}"\nstate_dir = "{self.dir / "state"}"\n'.encode()
+        self.config.write_bytes(head + (extra if isinstance(extra, bytes) else extra.encode()))
 
-    def reload(self) -> None:
+    def reload(self, timeout: float = 60.0) -> dict[str, Any]:
+        """SIGHUP, then wait for the reload's outcome: its "configuration reloaded" or "reload refused" event."""
+        before = len(self.reload_outcomes())
         self.proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            outcomes = self.reload_outcomes()
+            if len(outcomes) > before:
+                return outcomes[before]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"msixd exited with {self.proc.returncode} on SIGHUP:\n{self.log_text()[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no reload outcome logged within {timeout:.0f} s")
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_text().splitlines() if line.startswith("{")]
+
+    def reload_outcomes(self) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e["event"] in ("configuration reloaded",) or e["event"].startswith("reload refused")]
 
     def log_text(self) -> str:
-        return self.log.read_text()
+        return self.log.read_text(errors="replace")
 
     def stop(self) -> int:
         self.proc.terminate()

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import REPO
 
 
@@ -42,12 +44,23 @@ def test_ready_watchdog_and_stopping(tmp_path: Path, tree: object) -> None:
         notify.close()
 
 
-def test_corrupt_state_file_is_moved_aside_and_msixd_starts(tmp_path: Path, tree: object) -> None:
+CORRUPT_STATE = {
+    "torn": '{"version": 1, "devices": {"0000:00:0a.0": {"vectors": ',
+    # json accepts Infinity; int(inf) raised OverflowError at every start.
+    "vectors Infinity": '{"version": 1, "devices": {"0000:00:0a.0": {"vectors": Infinity}}}',
+    # RecursionError in json at every start.
+    "nested 100,000 deep": '{"version": 1, "devices": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "not UTF-8": '{"version": 1, "devices": {"0000:00:0a.0": {"vectors": 1, "previous_driver": "\xff"}}}',
+}
+
+
+@pytest.mark.parametrize("text", CORRUPT_STATE.values(), ids=CORRUPT_STATE.keys())
+def test_corrupt_state_file_is_moved_aside_and_msixd_starts(tmp_path: Path, tree: object, text: str) -> None:
     from tests.e2e.conftest import wait_serving
 
     state = tmp_path / "state"
     state.mkdir()
-    (state / "state.json").write_text('{"version": 1, "devices": {"0000:00:0a.0": {"vectors": ')
+    (state / "state.json").write_bytes(text.encode("latin-1"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "msixd.main", "--socket", str(tmp_path / "msixd.sock"), "--state-dir", str(state),
          "--config", str(tmp_path / "absent.toml"), "--root", str(tree("host-6.18")), "--log-format", "json"],  # type: ignore[operator]

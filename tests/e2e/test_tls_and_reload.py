@@ -137,7 +137,7 @@ def test_reload_applies_and_a_broken_file_keeps_serving(tree: Callable[[str], Pa
         daemon.reload()
         assert spread_cpus(daemon) == [0]
         refused = refusals(daemon)
-        assert len(refused) == 2 and "at line 2" in refused[1], refused[1]
+        assert len(refused) == 2 and ", line 2: " in refused[1], refused[1]
     finally:
         assert daemon.stop() == 0
 

@@ -10,11 +10,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msixd.errors import MsixdError
 from msixd.kernel.roots import KernelRoots
+from msixd.rpc import convert
 from msixd.service.inventory import Inventory
 from tests.fixturetree import FIXTURES, materialise
 
@@ -34,6 +36,9 @@ damage = st.one_of(
     st.binary(max_size=300).map(lambda b: ("write", b)),
     st.sampled_from([b"", b"\n", b"-1\n", b"4294967296\n", b"0-\n", b"3-1\n", b"x,y\n", b"1,2,3,4,5,6,7,8,9\n"]).map(
         lambda b: ("write", b)),
+    # Numbers no kernel writes: more digits than int() converts, and past every field's width.
+    st.sampled_from([b"9" * 5000 + b"\n", b"0," * 3 + b"7" * 4400 + b"\n", b"18446744073709551616\n",
+                     b"-2147483649\n", b"0x" + b"f" * 5000 + b"\n"]).map(lambda b: ("write", b)),
     st.just(("delete", b"")),
     st.just(("directory", b"")),
 )
@@ -78,15 +83,81 @@ def _replace(path: Path, kind: str, data: bytes) -> None:
 
 
 def _check(root: Path) -> None:
+    """Every answer also becomes its API message: a value past a proto field's width would fail there."""
     inventory = Inventory(KernelRoots.under(root))
     devices = inventory.list_devices(all_devices=True, include_vectors=True)
-    inventory.list_domains()
+    for device in devices:
+        convert.device(device)
+    for domain in inventory.list_domains():
+        convert.domain(domain)
     for device in devices:
         try:
-            inventory.get_device(device.pci.bdf)
+            convert.device(inventory.get_device(device.pci.bdf))
         except MsixdError:
             pass  # a typed error is an answer
     try:
-        inventory.status()
+        convert.status(inventory.status())
     except MsixdError:
         pass
+
+
+# Numbers no kernel writes: more digits than int() converts, and past each field's width.
+LONG_NUMBERS = [b"9" * 5000 + b"\n", b"0,0,0," + b"7" * 4400 + b"\n", b"18446744073709551616\n", b"-2147483649\n",
+                b"4294967296\n", b"0x" + b"f" * 5000 + b"\n"]
+
+
+def _one_per_kind(name: str) -> list[str]:
+    """One file of each name (vendor, hwirq, per_cpu_count, node, ...): the parser is per name, not per file.
+    IRQ files are taken from an MSI-X vector's IRQ: those are the ones a listing reads."""
+    vectors = {p.name for p in (FIXTURES / name).glob("sys/bus/pci/devices/*/msi_irqs/*")}
+    seen: dict[str, str] = {}
+    for rel in TARGETS[name]:
+        parts = rel.split("/")
+        if parts[1] in ("irq", "kernel") and parts[-2].isdigit() and parts[-2] not in vectors:
+            continue
+        kind = "/".join([*parts[:2], "N" if parts[-1].isdigit() else parts[-1]])
+        seen.setdefault(kind, rel)
+    return sorted(seen.values())
+
+
+@pytest.mark.parametrize("name", ["host-6.18", "guest-6.12"])
+def test_numbers_past_any_width_never_fail_a_listing(name: str) -> None:
+    """Every file, each number: the listing answers and becomes its API message (no ValueError from
+    int() or from a proto field too narrow for the value)."""
+    root = _pristine(name)
+    for rel in _one_per_kind(name):
+        original, mode = (root / rel).read_bytes(), (root / rel).stat().st_mode
+        try:
+            for number in LONG_NUMBERS:
+                _replace(root / rel, "write", number)
+                _check(root)
+        finally:
+            _replace(root / rel, "write", original)
+            (root / rel).chmod(mode)
+
+
+def test_an_msi_irqs_entry_named_past_32_bits_is_skipped() -> None:
+    root = _pristine("host-6.18")
+    entry = root / "sys/bus/pci/devices/0000:00:04.0/msi_irqs" / ("9" * 200)
+    entry.write_text("msix\n")
+    try:
+        _check(root)
+        device = Inventory(KernelRoots.under(root)).get_device("0000:00:04.0")
+        assert sorted(v.irq for v in device.vectors) == [40, 41, 42, 43]
+    finally:
+        entry.unlink()
+
+
+@pytest.mark.parametrize("index", ["4294967296", "2048", "9" * 5000])
+def test_a_vfio_handler_naming_an_index_past_the_msix_table_is_not_believed(index: str) -> None:
+    """vfio-pci names its handlers "vfio-msix[<index>](<bdf>)"; an index no MSI-X table has is not one."""
+    root = _pristine("guest-6.12")
+    actions = root / "sys/kernel/irq/41/actions"
+    original = actions.read_bytes()
+    actions.write_text(f"vfio-msix[{index}](0000:00:0a.0)\n")
+    try:
+        _check(root)
+        device = Inventory(KernelRoots.under(root)).get_device("0000:00:0a.0")
+        assert all(v.index < 2048 for v in device.vectors)
+    finally:
+        actions.write_bytes(original)

@@ -153,3 +153,14 @@ def test_a_regular_file_is_never_replaced(tmp_path: Path) -> None:
     with pytest.raises(MsixdError, match="not a socket"):
         prepare_socket(path)
     assert path.read_text() == "data"
+
+
+@pytest.mark.parametrize("cpus", ["1" * 5000, "0-" + "1" * 4400, "0-1:1/" + "2" * 4400])
+def test_over_long_cpu_numbers_are_invalid_argument(stub: msix_pb2_grpc.MsixServiceStub, cpus: str) -> None:
+    """int() refuses more than 4300 digits with ValueError; a reader's Spread dry run reached it (INTERNAL)."""
+    for call, request in ((stub.Spread, pb.SpreadRequest(bdf="0000:00:04.0", cpus=cpus, dry_run=True)),
+                          (stub.SetAffinity, pb.SetAffinityRequest(bdf="0000:00:04.0", vector=2, cpus=cpus))):
+        with pytest.raises(grpc.RpcError) as err:
+            call(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "too long" in err.value.details() and len(err.value.details()) < 300

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,41 @@ def test_mask_and_list_agree_on_captured_kernels(name: str, irq_dir: Path) -> No
     possible = parse_cpulist((irq_dir.parents[2] / "sys/devices/system/cpu/possible").read_text())
     assert parse_cpumask(mask) == cpus
     assert format_cpumask(cpus, max(possible) + 1) == mask
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1" * 5000, "0-" + "9" * 5000, "0-3:" + "1" * 5000 + "/4", "0-3:1/" + "4" * 5000, "0" * 4301 + "1"],
+)
+def test_over_long_numbers_are_refused_before_int(text: str) -> None:
+    """int() refuses more than 4300 decimal digits with ValueError: such text must never reach it."""
+    with pytest.raises(InvalidCpuList, match="too long"):
+        parse_cpulist(text)
+
+
+def test_many_wide_items_cost_little() -> None:
+    """Every item may name all 8192 CPUs: a 64 KiB list of them is still one quick answer."""
+    for text in (",".join(["0-8191"] * 9000), ",".join(["0-8191:1/1"] * 5900), ",".join(["0-8191:3/7"] * 5900)):
+        started = time.perf_counter()
+        assert len(parse_cpulist(text)) == len(parse_cpulist(text.split(",")[0]))
+        assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(("text", "cpus"), [("0-8191:3/7", {c for c in range(8192) if c % 7 < 3}),
+                                              ("5-20:2/3", {5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20}),
+                                              ("8191", {8191}), ("0-3,2-5", {0, 1, 2, 3, 4, 5})])
+def test_strides_and_overlaps(text: str, cpus: set[int]) -> None:
+    assert parse_cpulist(text) == cpus
+
+
+def test_a_mask_of_more_groups_than_cpus_is_refused_at_once() -> None:
+    started = time.perf_counter()
+    with pytest.raises(InvalidCpuList, match="beyond"):
+        parse_cpumask(",".join(["0"] * 30000))
+    assert time.perf_counter() - started < 0.5
+
+
+def test_the_error_quotes_a_long_list_shortened() -> None:
+    with pytest.raises(InvalidCpuList) as err:
+        parse_cpulist("x" * 60000)
+    assert len(str(err.value)) < 200

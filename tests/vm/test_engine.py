@@ -167,7 +167,7 @@ def test_group_held_by_another_process(msixd: Msixd, e1000e: str) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(grpc.RpcError) as err:
             msixd.stub.Enable(pb.EnableRequest(bdf=e1000e, vectors=2))
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert f"pid {holder.pid}" in err.value.details()
     finally:
         holder.kill()

@@ -92,6 +92,9 @@ def test_sigkill_then_restart_reapplies_saved_state(tmp_path: Path) -> None:
         device = stub(tmp_path).GetDevice(pb.GetDeviceRequest(bdf=bdf))
         assert device.ownership.vectors_enabled == 3 and len(guest.msi_irqs(bdf)) == 3
         assert list({v.index: v for v in device.vectors}[0].affinity) == [1]
+        events = [json.loads(line) for line in (tmp_path / "msixd.log").read_text().splitlines() if line[:1] == "{"]
+        restored = [e for e in events if e["logger"] == "msixd.audit" and e["event"] == "restore"]
+        assert [(e["bdf"], e["vectors"], e["by"]) for e in restored] == [(bdf, 3, "msixd")], "the restore is audited"
         assert stub(tmp_path).Release(pb.ReleaseRequest(bdf=bdf)).driver == before
     finally:
         daemon.kill()

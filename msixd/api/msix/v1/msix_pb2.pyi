@@ -402,30 +402,36 @@ class DisableResponse(_message.Message):
     def __init__(self, released: _Optional[_Iterable[int]] = ..., device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
 
 class SetAffinityRequest(_message.Message):
-    __slots__ = ("bdf", "vector", "cpus", "force")
+    __slots__ = ("bdf", "vector", "cpus", "force", "dry_run")
     BDF_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     bdf: str
     vector: int
     cpus: str
     force: bool
-    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., cpus: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., cpus: _Optional[str] = ..., force: _Optional[bool] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class SetAffinityResponse(_message.Message):
-    __slots__ = ("bdf", "vector", "irq", "affinity", "effective_affinity")
+    __slots__ = ("bdf", "vector", "irq", "affinity", "effective_affinity", "previous_affinity", "dry_run")
     BDF_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     IRQ_FIELD_NUMBER: _ClassVar[int]
     AFFINITY_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     bdf: str
     vector: int
     irq: int
     affinity: _containers.RepeatedScalarFieldContainer[int]
     effective_affinity: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., irq: _Optional[int] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ...) -> None: ...
+    previous_affinity: _containers.RepeatedScalarFieldContainer[int]
+    dry_run: bool
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., irq: _Optional[int] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ..., previous_affinity: _Optional[_Iterable[int]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class SpreadRequest(_message.Message):
     __slots__ = ("bdf", "cpus", "dry_run", "force")

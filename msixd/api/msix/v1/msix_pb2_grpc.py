@@ -152,7 +152,7 @@ class MsixServiceServicer:
 
     def Enable(self, request, context):
         """Own the device through VFIO and make it have exactly `vectors` MSI-X
-        vectors, each with an eventfd. Run again to resize. UNAVAILABLE when
+        vectors, each with an eventfd. Run again to resize. FAILED_PRECONDITION when
         another process holds the VFIO group (it is named).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
