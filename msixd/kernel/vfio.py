@@ -305,6 +305,11 @@ def close(fd: int) -> None:
     os.close(fd)
 
 
+def duplicate(fd: int) -> int:
+    """Another descriptor of the same open file (close-on-exec), to hand over while the original stays."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+
+
 def new_eventfd() -> int:
     return os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
 

@@ -115,8 +115,10 @@ class Inventory:
         if owned is not None:
             assert self._owner is not None
             counts = self._owner.counts(bdf)
-            vectors = tuple(replace(v, eventfd_count=counts.get(v.index, 0)) for v in vectors)
-            ownership = Ownership(owned.dynamic, len(counts), owned.group)
+            leases = self._owner.leases(bdf)
+            vectors = tuple(replace(v, eventfd_count=counts.get(v.index, 0), lease=leases.get(v.index))
+                            for v in vectors)
+            ownership = Ownership(owned.dynamic, len(counts) + len(leases), owned.group)
         return Device(
             pci=pci_device,
             irq_mode=_irq_mode(irqs.values()),

@@ -169,6 +169,9 @@ class FakeVfio:
     def _device_by_name(self, bdf: str) -> FakeDevice:
         return self.devices[bdf]
 
+    def duplicate(self, fd: int) -> int:
+        return real.duplicate(fd)  # a copy handed out is the holder's to close: the fake tracks only msixd's own
+
     def new_eventfd(self) -> int:
         return real.new_eventfd()
 
