@@ -113,7 +113,7 @@ class Daemon:
         self.access = Access(PeerRegistry(), config.socket_group, config.admin_group,
                              config.tls_admins, config.tls_readers)
         self.limits = Limits.for_files(raise_file_limit(), config.client_idle_seconds)
-        self.metrics = Metrics(self.services.inventory)
+        self.metrics = Metrics(self.services.inventory, self.services.leases)
         # Before any other listener: a port that cannot be served ends start-up before the socket exists.
         self.metrics_http: MetricsHttp | None = None
         if config.metrics_listen:

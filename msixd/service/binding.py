@@ -68,10 +68,11 @@ class Binding:
         log.info("bound to vfio-pci", bdf=bdf, previous_driver=device.driver, group=device.iommu_group)
         return Bound(bdf, device.driver, now, device.iommu_group, unchanged=False)
 
-    def release(self, bdf: str) -> Released:
+    def release(self, bdf: str, force: bool = False) -> Released:
+        """Give the device back to its driver; leased vectors only when forced (their leases revoked)."""
         bdf = pci.parse_bdf(bdf)
         pci.read_device(self._roots, bdf)  # DeviceNotFound first
-        released = len(self._owner.disable(bdf)) if self._owner.owned(bdf) else 0
+        released = len(self._owner.disable(bdf, force=force)) if self._owner.owned(bdf) else 0
         state = self._owner.forget_device(bdf)
         previous = state.previous_driver if state else None
         if pcibind.driver_of(self._roots, bdf) != pcibind.VFIO_PCI:

@@ -11,41 +11,51 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
 
 from msixctl.lease import LeaseError, lease, request_lease
+from msixd.api.msix.v1 import msix_pb2 as pb
+from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.config import LeaseRule
 from msixd.kernel.roots import KernelRoots
 from msixd.rpc.access import Access, PeerRegistry
 from msixd.rpc.gateway import Limits
 from msixd.rpc.leaseserve import LeaseServer, parse_request
-from msixd.service.leases import Leases
-from msixd.service.owner import Owner
-from msixd.service.state import StateStore
+from msixd.service.services import Services
 from tests.fakes.vfio import FakeDevice, FakeVfio
 from tests.fixturetree import move_to_vfio
 from tests.robustness.hostile import run_as, wait_until
+from tests.serving import serve
 
 BDF = "0000:00:03.0"
 GRANTED, STRANGER = 4242, 4243
 
 
 class Served:
+    """msixd's gRPC server and lease socket over one set of services, on the fake kernel."""
+
     def __init__(self, root: Path, limits: Limits) -> None:
         move_to_vfio(root, BDF)
-        roots = KernelRoots.under(root)
+        self.roots = roots = KernelRoots.under(root)
         self.dir = Path(tempfile.mkdtemp(prefix="msixd-lease-"))
         self.dir.chmod(0o755)  # other users reach the socket (mode 0660) only through this
         self.fake = FakeVfio({BDF: FakeDevice(table_size=2048, dynamic=True)})
-        self.owner = Owner(roots, StateStore(self.dir / "state.json"), vfio=self.fake)  # type: ignore[arg-type]
-        self.leases = Leases(roots, self.owner, rules=(LeaseRule((BDF,), uids=frozenset({GRANTED})),))
+        services = Services.build(roots, self.dir / "state.json", vfio_api=self.fake)  # type: ignore[arg-type]
+        self.owner, self.leases = services.owner, services.leases
+        self.leases.rules = (LeaseRule((BDF,), uids=frozenset({GRANTED})),)
+        self.grpc = serve(services, self.dir / "msixd.sock")
         self.path = self.dir / "msixd-lease.sock"
         self.server = LeaseServer(self.path, self.leases, Access(PeerRegistry(), "msixd", "msixd-admin"), limits)
         os.chmod(self.path, 0o666)  # the test's users are in no group of this machine's
         self.server.start()
+        self.channel = grpc.insecure_channel(f"unix:{self.dir / 'msixd.sock'}")
+        self.stub = msix_pb2_grpc.MsixServiceStub(self.channel)
 
     def stop(self) -> None:
+        self.channel.close()
         self.server.stop()
+        self.grpc.stop(None)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -151,3 +161,40 @@ def test_connections_per_uid_are_bounded(served: Served) -> None:
     finally:
         for one in held:
             one.close()
+
+
+def test_the_api_lists_leases_refuses_changes_and_revokes(served: Served) -> None:
+    stub = served.stub
+    with lease(BDF, vectors="1", socket_path=str(served.path)) as held:
+        (listed,) = stub.ListLeases(pb.ListLeasesRequest(bdf="00:03.0")).leases
+        assert (listed.id, list(listed.vectors), listed.holder_uid, listed.holder_pid) == (
+            held.id, [1], os.getuid(), os.getpid())
+        assert listed.on_return == pb.LEASE_RETURN_OWN and list(listed.irqs) == held.irqs
+        vector = {v.index: v for v in stub.GetDevice(pb.GetDeviceRequest(bdf=BDF)).vectors}[1]
+        assert vector.HasField("lease") and vector.lease.lease == held.id and vector.lease.pid == os.getpid()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Disable(pb.DisableRequest(bdf=BDF, vector=1))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"vector 1 to uid {os.getuid()} (pid {os.getpid()}, lease {held.id})" in (refused.value.details() or "")
+        revoked = stub.RevokeLease(pb.RevokeLeaseRequest(lease=held.id, reason="maintenance")).lease
+        assert revoked.id == held.id and held.revoked(timeout=5) == "maintenance"
+        assert not stub.ListLeases(pb.ListLeasesRequest()).leases
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.RevokeLease(pb.RevokeLeaseRequest(lease=held.id))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_leases_are_counted_in_the_metrics(served: Served) -> None:
+    from prometheus_client import generate_latest
+
+    from msixd.rpc.metrics import Metrics
+    from msixd.service.inventory import Inventory
+
+    metrics = Metrics(Inventory(served.roots, served.owner), served.leases)
+    with lease(BDF, count=1, socket_path=str(served.path)) as held:
+        text = generate_latest(metrics.registry).decode()
+        assert f'msixd_leases_granted_total{{bdf="{BDF}"}} 1.0' in text
+        assert f'msixd_leases_held{{bdf="{BDF}"}} 1.0' in text
+        served.leases.revoke(held.id, "test", by="uid 0")
+    text = generate_latest(metrics.registry).decode()
+    assert f'msixd_leases_held{{bdf="{BDF}"}} 0.0' in text and f'msixd_leases_revoked_total{{bdf="{BDF}"}} 1.0' in text
