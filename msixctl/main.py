@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import grpc
 import typer
 
-from msixctl import render
+from msixctl import leasecmd, render
 from msixctl.client import DEFAULT_SOCKET, ClientError, Target, Tls, call, connect, translate
+from msixctl.lease import LeaseError, lease_socket, request_lease
 from msixctl.render import Output
 from msixd.api.msix.v1 import msix_pb2 as pb
 
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table for people, json for scripts")]
+ForceOption = Annotated[bool, typer.Option("--force", help="revoke the leases of vectors this changes")]
 BdfArgument = Annotated[
     str, typer.Argument(metavar="BDF", help="PCI address, DDDD:BB:DD.F (or BB:DD.F for domain 0000)", show_default=False)
 ]
@@ -124,12 +126,12 @@ def bind(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
 
 
 @app.command()
-def release(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
+def release(bdf: BdfArgument, force: ForceOption = False, output: OutputOption = Output.table) -> None:
     """Release what msixd enabled on a device and give it back to its driver.
 
     Example: msixctl release 0000:00:0a.0
     """
-    answer = _rpc("Release", pb.ReleaseRequest(bdf=bdf))
+    answer = _rpc("Release", pb.ReleaseRequest(bdf=bdf, force=force))
     if output is Output.json:
         render.print_json(answer)  # type: ignore[arg-type]
     else:
@@ -140,6 +142,7 @@ def release(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
 def enable(
     bdf: BdfArgument,
     vectors: Annotated[int, typer.Option("--vectors", "-n", help="vectors 0..N-1 get an eventfd each", min=1)],
+    force: ForceOption = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Own a vfio-pci device and give it exactly N MSI-X vectors; run again to resize.
@@ -148,7 +151,7 @@ def enable(
     it, growing disables and re-enables MSI-X and re-applies every affinity.
     Example: msixctl enable 0000:00:0a.0 --vectors 5
     """
-    answer = _rpc("Enable", pb.EnableRequest(bdf=bdf, vectors=vectors))
+    answer = _rpc("Enable", pb.EnableRequest(bdf=bdf, vectors=vectors, force=force))
     if output is Output.json:
         render.print_json(answer)  # type: ignore[arg-type]
         return
@@ -160,13 +163,14 @@ def enable(
 def disable(
     bdf: BdfArgument,
     vector: Annotated[Optional[int], typer.Option("--vector", help="release only this vector", min=0)] = None,
+    force: ForceOption = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Release one vector, or all of them (MSI-X off, device no longer owned).
 
     Example: msixctl disable 0000:00:0a.0 --vector 2
     """
-    request = pb.DisableRequest(bdf=bdf)
+    request = pb.DisableRequest(bdf=bdf, force=force)
     if vector is not None:
         request.vector = vector
     answer = _rpc("Disable", request)
@@ -272,6 +276,74 @@ def watch(
             raise translate(target, err) from None
         except KeyboardInterrupt:
             stream.cancel()
+
+
+@app.command()
+def lease(
+    bdf: BdfArgument,
+    command: Annotated[list[str], typer.Argument(metavar="-- COMMAND [ARGS]...", help="the program to run",
+                                                 show_default=False)],
+    vectors: Annotated[str, typer.Option("--vectors", help='MSI-X indexes, e.g. "0-3"')] = "",
+    count: Annotated[int, typer.Option("--count", help="N vectors: the first enabled ones not leased", min=0)] = 0,
+    grow: Annotated[bool, typer.Option("--grow", help="enable vectors that have no eventfd yet")] = False,
+    device_fd: Annotated[bool, typer.Option("--device-fd", help="also pass the device's VFIO file")] = False,
+    release_after: Annotated[bool, typer.Option("--release", help="release the vectors when the lease ends "
+                                                                   "(default: msixd takes them back)")] = False,
+) -> None:
+    """Run COMMAND with leased vectors: their eventfds from descriptor 3 on, described in MSIXD_LEASE_*.
+
+    The lease ends when COMMAND exits; msixctl exits with its status. Python programs read the
+    lease with msixctl.lease.from_environment(). Example:
+    msixctl lease 0000:00:0a.0 --vectors 0-1 -- my-driver --queues 2
+    """
+    if bool(vectors) == bool(count):
+        raise typer.BadParameter("give --vectors or --count")
+    if State.target.tcp:
+        raise typer.BadParameter("leases pass file descriptors: only over msixd's local socket, not --target")
+    try:
+        held = request_lease(bdf, vectors=vectors or None, count=count or None, grow=grow, device_fd=device_fd,
+                             on_return="release" if release_after else "own",
+                             socket_path=lease_socket(State.target.socket), timeout=State.target.timeout)
+    except LeaseError as err:
+        code = 3 if err.code == "UNAVAILABLE" else 1
+        raise ClientError(f"{err} [{err.code}]" if code == 1 else str(err), code) from None
+    try:
+        status = leasecmd.run(held, command)
+    finally:
+        held.close()
+    raise typer.Exit(status)
+
+
+@app.command("leases")
+def list_leases(
+    bdf: Annotated[str, typer.Argument(metavar="[BDF]", help="only this device's", show_default=False)] = "",
+    output: OutputOption = Output.table,
+) -> None:
+    """List the leases held now: vectors, holder, since when.
+
+    Example: msixctl leases 0000:00:0a.0
+    """
+    response = _rpc("ListLeases", pb.ListLeasesRequest(bdf=bdf))
+    render.print_json(response) if output is Output.json else render.leases(response)  # type: ignore[arg-type]
+
+
+@app.command()
+def revoke(
+    lease_id: Annotated[str, typer.Argument(metavar="LEASE", help="the lease's id (msixctl leases)")],
+    reason: Annotated[str, typer.Option(help="told to the holder and written to the audit log")] = "",
+    output: OutputOption = Output.table,
+) -> None:
+    """End a lease: its holder is told why, its vectors return to msixd (or are released).
+
+    Example: msixctl revoke 3fa2c1d09b7e --reason maintenance
+    """
+    answer = _rpc("RevokeLease", pb.RevokeLeaseRequest(lease=lease_id, reason=reason))
+    if output is Output.json:
+        render.print_json(answer)  # type: ignore[arg-type]
+    else:
+        gone = answer.lease  # type: ignore[attr-defined]
+        print(f"lease {gone.id} of {gone.bdf} vectors {render.cpulist(gone.vectors)} (uid {gone.holder_uid} "
+              f"pid {gone.holder_pid}) revoked")
 
 
 def _watch_table(sample: pb.WatchSample) -> object:

@@ -198,3 +198,33 @@ def test_leases_are_counted_in_the_metrics(served: Served) -> None:
         served.leases.revoke(held.id, "test", by="uid 0")
     text = generate_latest(metrics.registry).decode()
     assert f'msixd_leases_held{{bdf="{BDF}"}} 0.0' in text and f'msixd_leases_revoked_total{{bdf="{BDF}"}} 1.0' in text
+
+
+CHILD = r"""
+import os, sys
+from msixctl.lease import from_environment
+held = from_environment()
+kinds = [os.readlink(f"/proc/self/fd/{fd}") for fd in held.eventfds]
+print(held.vectors, held.irqs, held.device_fd, kinds, os.environ["MSIXD_LEASE_BDF"], flush=True)
+sys.exit(7)
+"""
+
+
+def test_msixctl_lease_runs_a_program_with_the_eventfds_and_its_status(served: Served) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "msixctl.main", "--socket", str(served.dir / "msixd.sock"), "lease", BDF,
+         "--vectors", "2-3", "--device-fd", "--", sys.executable, "-c", CHILD],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 7, done.stderr
+    shown = {v.index: v.irq for v in served.stub.GetDevice(pb.GetDeviceRequest(bdf=BDF)).vectors}
+    irqs = [shown.get(2, 0), shown.get(3, 0)]  # the captured tree has IRQs for the first vectors only
+    assert done.stdout.strip() == f"[2, 3] {irqs} 5 ['anon_inode:[eventfd]', 'anon_inode:[eventfd]'] {BDF}"
+    assert served.leases.list() == [], "the lease ended with the program"
+    refused = subprocess.run(
+        [sys.executable, "-m", "msixctl.main", "--socket", str(served.dir / "msixd.sock"), "lease", BDF,
+         "--vectors", "9", "--", "true"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "have no trigger" in refused.stderr and "[FAILED_PRECONDITION]" in refused.stderr
