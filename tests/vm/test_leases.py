@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -222,3 +224,34 @@ def test_msixctl_lease_runs_a_program_of_the_holder(msixd: Msixd) -> None:
             proc.kill()
             proc.wait()
     assert not msixd.stub.ListLeases(pb.ListLeasesRequest(), timeout=60).leases, "the lease ended with the program"
+
+
+def readme_example() -> list[str]:
+    """The `msixctl lease` command of the README's "Leasing vectors to your program", as words."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## Leasing vectors to your program", 1)[1]
+    block = next(b for b in section.split("```sh\n")[1:] if b.startswith("msixctl lease"))
+    return shlex.split(block.split("```", 1)[0])
+
+
+def test_the_readme_example_runs_as_written(msixd: Msixd) -> None:
+    words = readme_example()
+    assert words[:3] == ["msixctl", "lease", "0000:00:0a.0"] and msixd.bdf == "0000:00:0a.0", \
+        "the README names the bench's e1000e"
+    program = words.index("--") + 1
+    assert words[program] == "python3"
+    command = ["/usr/bin/python3", "-m", "msixctl.main", "--socket", str(msixd.daemon.socket), *words[1:program],
+               "/usr/bin/python3", *words[program + 1:]]
+    proc = subprocess.Popen(["setpriv", f"--reuid={HOLDER}", f"--regid={HOLDER}", f"--groups={READERS}", *command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/", env=python_env())
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("vectors [0, 1] IRQs "), first + (proc.stderr.read() if proc.stderr else "")
+        msixd.stub.Trigger(pb.TriggerRequest(bdf=msixd.bdf, vector=0), timeout=60)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and out.strip() == "vector 0 fired 1 times", out + err
