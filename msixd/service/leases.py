@@ -118,7 +118,8 @@ class Leases:
         self._lock = threading.Lock()
         self._granted: Counter[str] = Counter()
         self._revoked: Counter[str] = Counter()
-        self._revoked_early: set[str] = set()  # revoked by the Owner before grant() recorded them
+        # Leases being granted: True once the Owner revoked one before grant() could record it.
+        self._granting: dict[str, bool] = {}
         self.notify: Notify = lambda lease, reason: None
         owner.revoked = self._taken_back
 
@@ -163,12 +164,18 @@ class Leases:
         lease_id = secrets.token_hex(6)
         since = self._clock()
         tag = LeaseTag(lease_id, holder.uid, holder.pid, since)
-        leased = self._owner.lease(bdf, tag, request.vectors, request.count, request.grow, request.device_fd)
+        with self._lock:
+            self._granting[lease_id] = False
+        try:
+            leased = self._owner.lease(bdf, tag, request.vectors, request.count, request.grow, request.device_fd)
+        except BaseException:
+            with self._lock:
+                del self._granting[lease_id]
+            raise
         lease = Lease(lease_id, leased.bdf, leased.vectors, leased.irqs, holder, since, request.device_fd,
                       request.on_return, leased.grown)
         with self._lock:
-            revoked = lease_id in self._revoked_early
-            self._revoked_early.discard(lease_id)
+            revoked = self._granting.pop(lease_id)
             if not revoked:
                 self._leases[lease_id] = lease
                 self._granted[lease.bdf] += 1
@@ -209,8 +216,9 @@ class Leases:
         back); called under the device's lock: record, tell the transport, take no device lock."""
         with self._lock:
             lease = self._leases.pop(lease_id, None)
-            if lease is None:
-                self._revoked_early.add(lease_id)
+            if lease is None:  # being granted (it will be refused), or ended by its holder already
+                if lease_id in self._granting:
+                    self._granting[lease_id] = True
                 return
             self._revoked[lease.bdf] += 1
         audit.info("lease revoke", **_fields(lease), reason=reason, by="msixd")
