@@ -263,6 +263,24 @@ def device_set_irqs(device_fd: int, index: int, flags: int, start: int, count: i
     return _ioctl("VFIO_DEVICE_SET_IRQS", device_fd, VFIO_DEVICE_SET_IRQS, buf)
 
 
+def read_config(device_fd: int, offset: int, size: int) -> bytes:
+    """Bytes of the device's config space, through the device file's config region (as vfio-pci shows it)."""
+    region = device_get_region_info(device_fd, VFIO_PCI_CONFIG_REGION_INDEX)
+    try:
+        return os.pread(device_fd, size, region.offset + offset)
+    except OSError as err:
+        raise error("read config region", err.errno or 0) from err
+
+
+def fd_target(fd: int) -> str:
+    """What an open descriptor of this process is, as /proc/self/fd shows it: "/dev/vfio/10",
+    "anon_inode:[vfio-device]", "anon_inode:[eventfd]", "socket:[1234]"; "" when it is not open."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
 def device_reset(device_fd: int) -> None:
     _ioctl("VFIO_DEVICE_RESET", device_fd, VFIO_DEVICE_RESET)
 
