@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 
 import grpc
 import typer
@@ -14,11 +15,19 @@ from msixctl import render
 from msixctl.client import DEFAULT_SOCKET, ClientError, Target, Tls, call, connect, translate
 from msixctl.render import Output
 from msixd.api.msix.v1 import msix_pb2 as pb
+from msixd.api.msix.v1.msix_pb2_grpc import MsixServiceStub
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 try:  # typer 0.2x carries its own copy of click
     from typer._click.exceptions import UsageError
 except ImportError:  # older typer depends on click
-    from click.exceptions import UsageError  # type: ignore[no-redef]
+    # Which of the two exists depends on typer's version: mypy sees one of them only.
+    from click.exceptions import UsageError  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 
 app = typer.Typer(
     name="msixctl",
@@ -59,9 +68,10 @@ def options(
     State.target = Target(socket, timeout, target, tls)
 
 
-def _rpc(name: str, request: object) -> object:
+def _rpc(method: Callable[[MsixServiceStub], grpc.UnaryUnaryMultiCallable[Request, Response]], request: Request) -> Response:
+    """One unary call: _rpc(lambda stub: stub.GetDevice, request) answers what GetDevice answers."""
     target = State.target
-    return call(target, lambda stub: getattr(stub, name)(request, timeout=target.timeout))
+    return call(target, lambda stub: method(stub)(request, timeout=target.timeout))
 
 
 @app.command("list")
@@ -73,8 +83,8 @@ def list_devices(
 
     Example: msixctl list
     """
-    response = _rpc("ListDevices", pb.ListDevicesRequest(all_devices=all_devices))
-    render.print_json(response) if output is Output.json else render.devices(response)  # type: ignore[arg-type]
+    response = _rpc(lambda stub: stub.ListDevices, pb.ListDevicesRequest(all_devices=all_devices))
+    render.print_json(response) if output is Output.json else render.devices(response)
 
 
 @app.command()
@@ -83,8 +93,8 @@ def show(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
 
     Example: msixctl show 0000:00:03.0
     """
-    device = _rpc("GetDevice", pb.GetDeviceRequest(bdf=bdf))
-    render.print_json(device) if output is Output.json else render.device(device)  # type: ignore[arg-type]
+    device = _rpc(lambda stub: stub.GetDevice, pb.GetDeviceRequest(bdf=bdf))
+    render.print_json(device) if output is Output.json else render.device(device)
 
 
 @app.command()
@@ -93,8 +103,8 @@ def domains(output: OutputOption = Output.table) -> None:
 
     Example: msixctl domains
     """
-    response = _rpc("ListDomains", pb.ListDomainsRequest())
-    render.print_json(response) if output is Output.json else render.domains(response)  # type: ignore[arg-type]
+    response = _rpc(lambda stub: stub.ListDomains, pb.ListDomainsRequest())
+    render.print_json(response) if output is Output.json else render.domains(response)
 
 
 @app.command()
@@ -103,8 +113,8 @@ def status(output: OutputOption = Output.table) -> None:
 
     Example: msixctl status
     """
-    response = _rpc("GetStatus", pb.GetStatusRequest())
-    render.print_json(response) if output is Output.json else render.status(response)  # type: ignore[arg-type]
+    response = _rpc(lambda stub: stub.GetStatus, pb.GetStatusRequest())
+    render.print_json(response) if output is Output.json else render.status(response)
 
 
 @app.command()
@@ -114,13 +124,13 @@ def bind(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
     Refused while other devices of its IOMMU group are bound to host drivers.
     Example: msixctl bind 0000:00:0a.0
     """
-    answer = _rpc("Bind", pb.BindRequest(bdf=bdf))
+    answer = _rpc(lambda stub: stub.Bind, pb.BindRequest(bdf=bdf))
     if output is Output.json:
-        render.print_json(answer)  # type: ignore[arg-type]
-    elif answer.unchanged:  # type: ignore[attr-defined]
-        print(f"{answer.bdf} is already bound to vfio-pci")  # type: ignore[attr-defined]
+        render.print_json(answer)
+    elif answer.unchanged:
+        print(f"{answer.bdf} is already bound to vfio-pci")
     else:
-        print(f"{answer.bdf}: {answer.previous_driver or 'no driver'} -> {answer.driver} (IOMMU group {answer.iommu_group})")  # type: ignore[attr-defined]
+        print(f"{answer.bdf}: {answer.previous_driver or 'no driver'} -> {answer.driver} (IOMMU group {answer.iommu_group})")
 
 
 @app.command()
@@ -129,11 +139,11 @@ def release(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
 
     Example: msixctl release 0000:00:0a.0
     """
-    answer = _rpc("Release", pb.ReleaseRequest(bdf=bdf))
+    answer = _rpc(lambda stub: stub.Release, pb.ReleaseRequest(bdf=bdf))
     if output is Output.json:
-        render.print_json(answer)  # type: ignore[arg-type]
+        render.print_json(answer)
     else:
-        print(f"{answer.bdf}: {answer.vectors_released} vectors released, now on {answer.driver or 'no driver'}")  # type: ignore[attr-defined]
+        print(f"{answer.bdf}: {answer.vectors_released} vectors released, now on {answer.driver or 'no driver'}")
 
 
 @app.command()
@@ -148,12 +158,12 @@ def enable(
     it, growing disables and re-enables MSI-X and re-applies every affinity.
     Example: msixctl enable 0000:00:0a.0 --vectors 5
     """
-    answer = _rpc("Enable", pb.EnableRequest(bdf=bdf, vectors=vectors))
+    answer = _rpc(lambda stub: stub.Enable, pb.EnableRequest(bdf=bdf, vectors=vectors))
     if output is Output.json:
-        render.print_json(answer)  # type: ignore[arg-type]
+        render.print_json(answer)
         return
-    path = render.enum_name(pb.ResizePath, answer.path, "RESIZE_PATH_")  # type: ignore[attr-defined]
-    print(f"{bdf}: {answer.vectors_before} -> {vectors} vectors ({path})")  # type: ignore[attr-defined]
+    path = render.enum_name(pb.ResizePath, answer.path, "RESIZE_PATH_")
+    print(f"{bdf}: {answer.vectors_before} -> {vectors} vectors ({path})")
 
 
 @app.command()
@@ -169,11 +179,11 @@ def disable(
     request = pb.DisableRequest(bdf=bdf)
     if vector is not None:
         request.vector = vector
-    answer = _rpc("Disable", request)
+    answer = _rpc(lambda stub: stub.Disable, request)
     if output is Output.json:
-        render.print_json(answer)  # type: ignore[arg-type]
+        render.print_json(answer)
     else:
-        print(f"{bdf}: released vectors {render.cpulist(answer.released)}")  # type: ignore[attr-defined]
+        print(f"{bdf}: released vectors {render.cpulist(answer.released)}")
 
 
 @app.command()
@@ -197,12 +207,12 @@ def affinity(
     if spread:
         if vector is not None or cpus is not None:
             raise typer.BadParameter("--spread places every vector: give only the BDF (and --cpus)")
-        answer = _rpc("Spread", pb.SpreadRequest(bdf=bdf, cpus=spread_cpus, dry_run=dry_run, force=force))
+        plan = _rpc(lambda stub: stub.Spread, pb.SpreadRequest(bdf=bdf, cpus=spread_cpus, dry_run=dry_run, force=force))
         if output is Output.json:
-            render.print_json(answer)  # type: ignore[arg-type]
+            render.print_json(plan)
             return
         grid = render.table("VECTOR", "IRQ", "CPU", "EFFECTIVE", "RESULT")
-        for p in answer.placements:  # type: ignore[attr-defined]
+        for p in plan.placements:
             result = p.error or ("planned" if dry_run else "placed")
             grid.add_row(str(p.vector), str(p.irq), str(p.cpu), render.cpulist(p.effective_affinity), result)
         render.console().print(grid)
@@ -212,19 +222,19 @@ def affinity(
     if spread_cpus:
         raise typer.BadParameter("--cpus goes with --spread; for one vector, CPULIST names the CPUs")
     request = pb.SetAffinityRequest(bdf=bdf, vector=vector, cpus=cpus, force=force, dry_run=dry_run)
-    answer = _rpc("SetAffinity", request)
+    answer = _rpc(lambda stub: stub.SetAffinity, request)
     if output is Output.json:
-        render.print_json(answer)  # type: ignore[arg-type]
+        render.print_json(answer)
     elif dry_run:
         print(
-            f"{answer.bdf} vector {answer.vector} (IRQ {answer.irq}): would set affinity "  # type: ignore[attr-defined]
-            f"{render.cpulist(answer.affinity)} (now {render.cpulist(answer.previous_affinity)}, "  # type: ignore[attr-defined]
-            f"effective {render.cpulist(answer.effective_affinity)}); nothing changed"  # type: ignore[attr-defined]
+            f"{answer.bdf} vector {answer.vector} (IRQ {answer.irq}): would set affinity "
+            f"{render.cpulist(answer.affinity)} (now {render.cpulist(answer.previous_affinity)}, "
+            f"effective {render.cpulist(answer.effective_affinity)}); nothing changed"
         )
     else:
         print(
-            f"{answer.bdf} vector {answer.vector} (IRQ {answer.irq}): affinity {render.cpulist(answer.affinity)}, "  # type: ignore[attr-defined]
-            f"effective {render.cpulist(answer.effective_affinity)}"  # type: ignore[attr-defined]
+            f"{answer.bdf} vector {answer.vector} (IRQ {answer.irq}): affinity {render.cpulist(answer.affinity)}, "
+            f"effective {render.cpulist(answer.effective_affinity)}"
         )
 
 
@@ -234,11 +244,11 @@ def trigger(bdf: BdfArgument, vector: Annotated[int, typer.Argument(metavar="VEC
 
     Example: msixctl trigger 0000:00:0a.0 3
     """
-    answer = _rpc("Trigger", pb.TriggerRequest(bdf=bdf, vector=vector))
+    answer = _rpc(lambda stub: stub.Trigger, pb.TriggerRequest(bdf=bdf, vector=vector))
     if output is Output.json:
-        render.print_json(answer)  # type: ignore[arg-type]
+        render.print_json(answer)
     else:
-        print(f"{bdf} vector {vector}: eventfd count {answer.eventfd_count}")  # type: ignore[attr-defined]
+        print(f"{bdf} vector {vector}: eventfd count {answer.eventfd_count}")
 
 
 @app.command()
@@ -274,7 +284,7 @@ def watch(
             stream.cancel()
 
 
-def _watch_table(sample: pb.WatchSample) -> object:
+def _watch_table(sample: pb.WatchSample) -> Table:
     grid = render.table("VECTOR", "IRQ", "TOTAL", "RATE/s", "SOURCE", "PER-CPU")
     for v in sample.vectors:
         source = "eventfd" if v.source == pb.COUNT_SOURCE_EVENTFD else "per_cpu_count"

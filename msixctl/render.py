@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterable
 
 from google.protobuf import json_format
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
@@ -50,8 +51,8 @@ def cpulist(cpus: Iterable[int]) -> str:
     return ",".join(parts) or "-"
 
 
-def enum_name(enum_type: object, value: int, prefix: str) -> str:
-    return enum_type.Name(value).removeprefix(prefix).lower().replace("_", "-")  # type: ignore[attr-defined]
+def enum_name(enum_type: EnumTypeWrapper, value: int, prefix: str) -> str:
+    return enum_type.Name(value).removeprefix(prefix).lower().replace("_", "-")
 
 
 def table(*columns: str) -> Table:

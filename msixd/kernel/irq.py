@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from msixd.errors import InvalidCpuList, KernelFormatError, MsixdError
 from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.files import S32_MAX, U32_MAX, U64_MAX, decimal, list_dir, read_text, write_text
+from msixd.kernel.files import S32_MAX, U32_MAX, U64_MAX, decimal, errno_of, list_dir, read_text, write_text
 from msixd.kernel.pci import MSIX_TABLE_MAX, device_dir, pci_dev_id
 from msixd.kernel.roots import KernelRoots
 
@@ -241,6 +241,7 @@ def write_affinity(roots: KernelRoots, irq: int, cpulist: str) -> None:
     try:
         write_text(path, cpulist)
     except OSError as err:
-        if err.errno in (errno.EIO, errno.EPERM):
-            raise AffinityRefused(irq, f"{os.strerror(err.errno)} (managed, per-CPU or no-balancing IRQ)") from err
-        raise AffinityRejected(irq, cpulist, os.strerror(err.errno)) from err
+        code = errno_of(err)
+        if code in (errno.EIO, errno.EPERM):
+            raise AffinityRefused(irq, f"{os.strerror(code)} (managed, per-CPU or no-balancing IRQ)") from err
+        raise AffinityRejected(irq, cpulist, os.strerror(code)) from err

@@ -6,6 +6,7 @@ import enum
 import re
 import struct
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from msixd.errors import DeviceNotFound, InvalidBdf, InvalidCpuList, KernelFormatError
 from msixd.kernel.cpulist import parse_cpulist
@@ -148,6 +149,14 @@ def _hex(base: str, name: str) -> int:
     if re.fullmatch(rf"(?:0x)?[0-9a-fA-F]{{1,{digits}}}", text) is None:
         raise KernelFormatError(f"{base}/{name}", text, f"expected a hex number of at most {digits} digits")
     return int(text, 16)
+
+
+@overload
+def read_device(roots: KernelRoots, bdf: str, msix_only: Literal[False] = False) -> PciDevice: ...
+
+
+@overload
+def read_device(roots: KernelRoots, bdf: str, msix_only: bool) -> PciDevice | None: ...
 
 
 def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDevice | None:

@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from msixd.errors import MsixdError
+from msixd.kernel.files import errno_of
 
 # _IO(';', 100 + n): no size or direction encoded, argsz carries the size.
 VFIO_GET_API_VERSION = 0x3B64
@@ -124,7 +125,7 @@ def _ioctl(op: str, fd: int, request: int, arg: int | bytearray | ctypes.Structu
     try:
         return fcntl.ioctl(fd, request, arg)
     except OSError as err:
-        raise error(op, err.errno) from err
+        raise error(op, errno_of(err)) from err
 
 
 class GroupStatus(ctypes.Structure):
@@ -186,7 +187,7 @@ def open_container(dev: str) -> int:
     try:
         return os.open(f"{dev}/vfio/vfio", os.O_RDWR | os.O_CLOEXEC)
     except OSError as err:
-        raise error("open vfio container", err.errno, f"{dev}/vfio/vfio") from err
+        raise error("open vfio container", errno_of(err), f"{dev}/vfio/vfio") from err
 
 
 def get_api_version(container: int) -> int:
@@ -215,13 +216,13 @@ def open_group(dev: str, group: int, noiommu: bool = False) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as err:
-        raise error("open vfio group", err.errno, path) from err
+        raise error("open vfio group", errno_of(err), path) from err
 
 
 def group_get_status(group_fd: int) -> int:
     status = GroupStatus(argsz=ctypes.sizeof(GroupStatus))
     _ioctl("VFIO_GROUP_GET_STATUS", group_fd, VFIO_GROUP_GET_STATUS, status)
-    return status.flags
+    return int(status.flags)
 
 
 def group_set_container(group_fd: int, container: int) -> None:

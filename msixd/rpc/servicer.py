@@ -32,7 +32,8 @@ from msixd.service.services import Services
 log = structlog.get_logger(__name__)
 audit = structlog.get_logger("msixd.audit")
 
-Handler = TypeVar("Handler", bound=Callable[..., Any])
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 _SHOWN_TEXT = 40  # a request's text shown in the log at most, before it is known to be valid
 
 
@@ -54,22 +55,26 @@ def required(request: Message, field: str) -> None:
         raise InvalidArgument(f"{name}.{field} is required (a field left out or misspelled is never taken as 0)")
 
 
-def rpc(handler: Handler) -> Handler:
+def rpc(
+    handler: Callable[[MsixServicer, Request, grpc.ServicerContext], Response],
+) -> Callable[[MsixServicer, Request, grpc.ServicerContext], Response]:
     @functools.wraps(handler)
-    def unary(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: MsixServicer, request: Request, context: grpc.ServicerContext) -> Response:
         with self._tracked(handler.__name__), self._request(handler.__name__, request, context):
             return handler(self, request, context)
 
-    return unary  # type: ignore[return-value]
+    return unary
 
 
-def rpc_stream(handler: Handler) -> Handler:
+def rpc_stream(
+    handler: Callable[[MsixServicer, Request, grpc.ServicerContext], Iterator[Response]],
+) -> Callable[[MsixServicer, Request, grpc.ServicerContext], Iterator[Response]]:
     @functools.wraps(handler)
-    def streaming(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+    def streaming(self: MsixServicer, request: Request, context: grpc.ServicerContext) -> Iterator[Response]:
         with self._request(handler.__name__, request, context):
             yield from handler(self, request, context)
 
-    return streaming  # type: ignore[return-value]
+    return streaming
 
 
 class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
