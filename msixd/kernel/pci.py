@@ -8,8 +8,8 @@ import struct
 from dataclasses import dataclass
 from typing import Literal, overload
 
-from msixd.errors import DeviceNotFound, InvalidBdf, InvalidCpuList, KernelFormatError
-from msixd.kernel.cpulist import parse_cpulist
+from msixd.errors import DeviceNotFound, InvalidBdf, KernelFormatError
+from msixd.kernel.cpulist import parse_kernel_cpulist
 from msixd.kernel.files import S32_MAX, decimal, inode, list_dir, read_bytes, read_link_name, read_text
 from msixd.kernel.roots import KernelRoots
 
@@ -177,11 +177,7 @@ def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDev
     numa_node = decimal(numa, -1, S32_MAX) if numa else None
     if numa_node is None:
         numa_node = -1  # unknown
-    local = read_text(f"{base}/local_cpulist") or ""
-    try:
-        local_cpus = parse_cpulist(local)
-    except InvalidCpuList as err:
-        raise KernelFormatError(f"{base}/local_cpulist", local, err.reason) from None
+    local_cpus = parse_kernel_cpulist(f"{base}/local_cpulist", read_text(f"{base}/local_cpulist") or "")
     return PciDevice(
         bdf=bdf,
         vendor_id=_hex(base, "vendor"),

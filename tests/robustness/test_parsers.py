@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from msixd.config import ConfigError, parse
 from msixd.errors import InvalidBdf, InvalidCpuList, KernelFormatError
-from msixd.kernel.cpulist import parse_cpulist, parse_cpumask
+from msixd.kernel.cpulist import parse_cpulist
 from msixd.kernel.debugfs import parse_irq
 from msixd.kernel.irq import _counts
 from msixd.kernel.pci import MsixProbe, find_msix, parse_bdf
@@ -31,15 +31,6 @@ def test_cpulist(text: str) -> None:
     except InvalidCpuList:
         return
     assert all(isinstance(c, int) and 0 <= c < 8192 for c in cpus)
-
-
-@CASES
-@given(st.one_of(st.text(), st.from_regex(r"[0-9a-fA-F,]{0,40}", fullmatch=True)))
-def test_cpumask(text: str) -> None:
-    try:
-        parse_cpumask(text)
-    except InvalidCpuList:
-        pass
 
 
 @CASES
