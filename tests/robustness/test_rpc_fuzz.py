@@ -107,6 +107,7 @@ def server() -> Iterator[Served]:
     (scratch / "msixd.sock").chmod(0o666)
     yield Served(scratch / "msixd.sock", root, scratch)
     running.stop(None)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -42,17 +42,19 @@ def test_hot_removed_device_is_reported_and_taken_back_after_rescan(tmp_path: Pa
     try:
         own(msixd.stub, bdf, 4, 1, "1")
         watch_end: list[grpc.StatusCode] = []
+        watching = threading.Event()
 
         def watch() -> None:
             try:
                 for _ in msixd.stub.Watch(pb.WatchRequest(bdf=bdf, interval_ms=200, count=0)):
-                    pass
+                    watching.set()
             except grpc.RpcError as err:
                 watch_end.append(err.code())
+                watching.set()
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        time.sleep(1)
+        assert watching.wait(60) and not watch_end, f"the watch answers before the device goes ({watch_end})"
         # The kernel blocks this write until msixd closes the device: it must let go.
         removal = subprocess.run(["sh", "-c", f"echo 1 > /sys/bus/pci/devices/{bdf}/remove"], timeout=60)
         assert removal.returncode == 0 and not Path(f"/sys/bus/pci/devices/{bdf}").exists()
