@@ -1,4 +1,4 @@
-"""deploy/: the Kubernetes manifest carries what issue 5 asks of it, and its config parses."""
+"""deploy/: the Kubernetes DaemonSet gets the host's devices and mutual TLS, and its config parses."""
 
 from __future__ import annotations
 

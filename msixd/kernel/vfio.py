@@ -2,7 +2,7 @@
 
 Every function takes and returns plain values; a failing ioctl raises a VfioError
 subclass chosen by errno, carrying the operation and errno. Notes on calling
-these from Python (shared/kernel-interfaces.md §1.5):
+these from Python (the fcntl module's documentation of ioctl says the first):
 * GROUP_GET_DEVICE_FD and SET_IRQS return an integer that fcntl.ioctl only
   passes back when the argument is a *mutable* buffer (bytearray or ctypes).
 * SET_IRQS returns a positive count when MSI-X enable allocated fewer vectors

@@ -177,7 +177,7 @@ COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_with_bad_arguments_is_one_line(command: str, tmp_path: Path) -> None:
-    """Issue 6: non-zero, one line on stderr, no traceback: a bad option, and a bad BDF with no daemon."""
+    """Non-zero, one line on stderr, no traceback: a bad option, and a bad BDF with no daemon."""
     bad_option = msixctl(command, "--no-such-option")
     assert bad_option.returncode == 2
     assert bad_option.stderr.count("\n") == 1 and bad_option.stderr.startswith("msixctl: ") and bad_option.stdout == ""

@@ -1,4 +1,4 @@
-"""Access control on the Unix socket, with real processes of other users (issue 5)."""
+"""Access control on the Unix socket, with real processes of other users."""
 
 from __future__ import annotations
 

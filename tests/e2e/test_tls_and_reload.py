@@ -1,4 +1,4 @@
-"""The mutual-TLS listener and configuration reload, on a real msixd process (issue 5)."""
+"""The mutual-TLS listener and configuration reload, on a real msixd process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""32 clients changing vector counts and affinities of the same devices at once (issue 6).
+"""32 clients changing vector counts and affinities of the same devices at once.
 
 msixd runs in this process over a copy of a captured tree, with the fake VFIO
 (tests/fakes/vfio.py) standing in for the kernel's. Every request must apply or

@@ -1,4 +1,4 @@
-"""The inventory over captured trees with kernel files corrupted, truncated, replaced or gone (issue 6).
+"""The inventory over captured trees with kernel files corrupted, truncated, replaced or gone.
 
 A listing never fails: a device or vector whose files make no sense is skipped
 (and logged); a single-device read answers or raises a typed MsixdError.

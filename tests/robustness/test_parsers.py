@@ -1,4 +1,4 @@
-"""Every parser on arbitrary and truncated kernel text: a typed error or a value, nothing else (issue 6)."""
+"""Every parser on arbitrary and truncated kernel text: a typed error or a value, nothing else."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def test_parse_bdf_rejects(text: str) -> None:
 
 
 def test_pci_dev_id() -> None:
-    assert pci_dev_id("0000:00:09.0") == 0x48  # devfn of §0's e1000e: hwirq 147456 = 0x48 << 11
+    assert pci_dev_id("0000:00:09.0") == 0x48  # an e1000e seen on 6.1 at 00:09.0: hwirq 147456 = 0x48 << 11
     assert pci_dev_id("0000:32:00.0") == 0x3200
 
 
@@ -39,7 +39,8 @@ def _config(tree: str, bdf: str) -> bytes:
 def test_msix_capability_of_a_captured_virtio_device() -> None:
     probe, cap = find_msix(_config("host-6.18", "0000:00:01.0"))
     assert probe is MsixProbe.PRESENT and cap is not None
-    # The same values the reference table in kernel-interfaces.md gives for it.
+    # What `lspci -vv` decodes from the same config space on the captured host: "[98] MSI-X: Enable+
+    # Count=5 Masked-", "Vector table: BAR=0 offset=00008000", "PBA: BAR=0 offset=00048000".
     assert (cap.offset, cap.table_size, cap.enabled, cap.function_masked) == (0x98, 5, True, False)
     assert (cap.table_bir, cap.table_offset, cap.pba_bir, cap.pba_offset) == (0, 0x8000, 0, 0x48000)
 

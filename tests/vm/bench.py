@@ -7,7 +7,7 @@ status, the kernel release, its uptime when tests start, and one JSON line per
 test there. vng's own exit status means nothing in console mode (255 even on
 success) and is not used.
 
-Guest topology (shared/real-kernel-bench.md): 2 CPUs, 2 GiB; an Intel IOMMU
+Guest topology (the QEMU command line below): 2 CPUs, 2 GiB; an Intel IOMMU
 with interrupt remapping, listed before the devices it covers; an e1000e (5
 MSI-X vectors, can raise real interrupts), an nvme with a 2048-entry MSI-X table (the most
 PCI allows; more than the guest's CPUs have interrupt vectors for),

@@ -47,7 +47,7 @@ def raise_e1000e_interrupt(device_fd: int, vector: int) -> None:
 
 
 def bind_vfio(bdf: str) -> None:
-    """driver_override + unbind + drivers_probe, as kernel-interfaces.md §6 (guest only)."""
+    """driver_override + unbind + drivers_probe (Documentation/ABI/testing/sysfs-bus-pci; guest only)."""
     (SYS_PCI / bdf / "driver_override").write_text("vfio-pci")
     current = driver_of(bdf)
     if current:

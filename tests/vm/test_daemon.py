@@ -1,5 +1,5 @@
 """msixd as a process on a real kernel: SIGTERM finishes in-flight RPCs, releases every
-vector and keeps the state, which the next start re-applies (issue 5)."""
+vector and keeps the state, which the next start re-applies."""
 
 from __future__ import annotations
 

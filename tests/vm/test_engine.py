@@ -1,4 +1,4 @@
-"""The VFIO engine on real kernels (issue 4), inside a bench guest.
+"""The VFIO engine on real kernels, inside a bench guest.
 
 msixd runs in this test process (its gRPC server on a socket under /tmp), so the
 test can also use msixd's own device fd to make the e1000e raise a real

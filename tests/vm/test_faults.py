@@ -1,4 +1,4 @@
-"""Faults on real kernels (issue 6): a device hot-removed while owned and watched, and
+"""Faults on real kernels: a device hot-removed while owned and watched, and
 msixd killed with SIGKILL. Each injects the fault for real inside the guest."""
 
 from __future__ import annotations
