@@ -23,7 +23,8 @@ def plot_inventory(data: dict, out: Path) -> None:
         line = sorted((r for r in rows if r["cpus"] == cpus), key=lambda r: r["irqs"])
         irqs, color = [r["irqs"] for r in line], f"C{n}"
         axes[0].plot(irqs, [r["inventory_s"] for r in line], "o-", color=color, label=f"msixd inventory, {cpus} CPUs")
-        axes[0].plot(irqs, [r["floor_s"] for r in line], "x--", color=color, label=f"floor (bare os reads), {cpus} CPUs")
+        axes[0].plot(irqs, [r["floor_s"] for r in line], "x--", color=color,
+                     label=f"floor (bare os reads), {cpus} CPUs")
         axes[1].plot(irqs, [r["ratio_inventory"] for r in line], "o-", color=color, label=f"in-process, {cpus} CPUs")
         axes[1].plot(irqs, [r["ratio_list_devices_rpc"] for r in line], "s:", color=color,
                      label=f"ListDevices RPC, {cpus} CPUs")

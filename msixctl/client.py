@@ -113,7 +113,9 @@ class Target:
 def connect(target: Target) -> Iterator[msix_pb2_grpc.MsixServiceStub]:
     if target.tcp:
         if target.tls is None:
-            raise ClientError("--target needs --ca, --cert and --key: msixd's TCP listener is mutual TLS only", EXIT_USAGE)
+            raise ClientError(
+                "--target needs --ca, --cert and --key: msixd's TCP listener is mutual TLS only", EXIT_USAGE
+            )
         channel = grpc.secure_channel(target.tcp, target.tls.credentials())
     else:
         target.check_socket()

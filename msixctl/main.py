@@ -45,7 +45,8 @@ app = typer.Typer(
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table for people, json for scripts")]
 BdfArgument = Annotated[
-    str, typer.Argument(metavar="BDF", help="PCI address, DDDD:BB:DD.F (or BB:DD.F for domain 0000)", show_default=False)
+    str,
+    typer.Argument(metavar="BDF", help="PCI address, DDDD:BB:DD.F (or BB:DD.F for domain 0000)", show_default=False),
 ]
 
 
@@ -68,7 +69,9 @@ def options(
     State.target = Target(socket, timeout, target, tls)
 
 
-def _rpc(method: Callable[[MsixServiceStub], grpc.UnaryUnaryMultiCallable[Request, Response]], request: Request) -> Response:
+def _rpc(
+    method: Callable[[MsixServiceStub], grpc.UnaryUnaryMultiCallable[Request, Response]], request: Request
+) -> Response:
     """One unary call: _rpc(lambda stub: stub.GetDevice, request) answers what GetDevice answers."""
     target = State.target
     return call(target, lambda stub: method(stub)(request, timeout=target.timeout))
@@ -130,7 +133,8 @@ def bind(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
     elif answer.unchanged:
         print(f"{answer.bdf} is already bound to vfio-pci")
     else:
-        print(f"{answer.bdf}: {answer.previous_driver or 'no driver'} -> {answer.driver} (IOMMU group {answer.iommu_group})")
+        previous = answer.previous_driver or "no driver"
+        print(f"{answer.bdf}: {previous} -> {answer.driver} (IOMMU group {answer.iommu_group})")
 
 
 @app.command()
@@ -189,11 +193,19 @@ def disable(
 @app.command()
 def affinity(
     bdf: BdfArgument,
-    vector: Annotated[Optional[int], typer.Argument(metavar="VECTOR", help="MSI-X table index", show_default=False)] = None,
-    cpus: Annotated[Optional[str], typer.Argument(metavar="CPULIST", help='CPU list, e.g. "1" or "0-3,8"', show_default=False)] = None,
+    vector: Annotated[
+        Optional[int], typer.Argument(metavar="VECTOR", help="MSI-X table index", show_default=False)
+    ] = None,
+    cpus: Annotated[
+        Optional[str], typer.Argument(metavar="CPULIST", help='CPU list, e.g. "1" or "0-3,8"', show_default=False)
+    ] = None,
     spread: Annotated[bool, typer.Option("--spread", help="one vector per CPU, round-robin")] = False,
-    spread_cpus: Annotated[str, typer.Option("--cpus", help="with --spread: the CPUs (default: local, not isolated)")] = "",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="check and show what would be done, change nothing")] = False,
+    spread_cpus: Annotated[
+        str, typer.Option("--cpus", help="with --spread: the CPUs (default: local, not isolated)")
+    ] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check and show what would be done, change nothing")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="allow isolated and nohz_full CPUs")] = False,
     output: OutputOption = Output.table,
 ) -> None:
@@ -239,7 +251,11 @@ def affinity(
 
 
 @app.command()
-def trigger(bdf: BdfArgument, vector: Annotated[int, typer.Argument(metavar="VECTOR", help="MSI-X table index")], output: OutputOption = Output.table) -> None:
+def trigger(
+    bdf: BdfArgument,
+    vector: Annotated[int, typer.Argument(metavar="VECTOR", help="MSI-X table index")],
+    output: OutputOption = Output.table,
+) -> None:
     """Inject a loopback interrupt on a vector msixd owns (tests the path end to end).
 
     Example: msixctl trigger 0000:00:0a.0 3
@@ -300,7 +316,8 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except UsageError as err:
-        where = f"msixctl {err.ctx.command.name} --help" if err.ctx and err.ctx.command.name != "msixctl" else "msixctl --help"
+        command = err.ctx.command.name if err.ctx else None
+        where = f"msixctl {command} --help" if command and command != "msixctl" else "msixctl --help"
         print(f"msixctl: {err.format_message()} (see {where})", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
@@ -311,7 +328,10 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - never a traceback for the user
         if os.environ.get("MSIXCTL_DEBUG") == "1":
             raise
-        print(f"msixctl: unexpected error: {type(err).__name__}: {err} (MSIXCTL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"msixctl: unexpected error: {type(err).__name__}: {err} (MSIXCTL_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

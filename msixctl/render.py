@@ -172,12 +172,16 @@ def domains(response: pb.ListDomainsResponse) -> None:
 def status(value: pb.Status) -> None:
     out = console()
     cpus = value.cpus
-    out.print(f"msixd {value.daemon_version} on Linux {value.kernel_release}, up {value.uptime_seconds:.0f} s", highlight=False)
+    out.print(
+        f"msixd {value.daemon_version} on Linux {value.kernel_release}, up {value.uptime_seconds:.0f} s",
+        highlight=False,
+    )
     out.print(
         f"cpus: online {cpulist(cpus.online)}, isolated {cpulist(cpus.isolated)}, nohz_full {cpulist(cpus.nohz_full)}",
         highlight=False,
     )
     grid = table("FEATURE", "STATE", "DETAIL")
     for field, feature in value.features.ListFields():
-        grid.add_row(field.name.replace("_", "-"), enum_name(pb.FeatureState, feature.state, "FEATURE_STATE_"), feature.detail)
+        state = enum_name(pb.FeatureState, feature.state, "FEATURE_STATE_")
+        grid.add_row(field.name.replace("_", "-"), state, feature.detail)
     out.print(grid)

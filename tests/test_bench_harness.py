@@ -25,7 +25,8 @@ def test_unavailable_bench_skips_with_one_reason(tmp_path: Path) -> None:
     done = run_vm_tests(tmp_path, MSIXD_REQUIRE_VM="0")
     assert done.returncode == 0, done.stdout
     assert "4 skipped" in done.stdout
-    reasons = {line.split("real-kernel bench unavailable: ")[1] for line in done.stdout.splitlines() if "unavailable:" in line}
+    reasons = {line.split("real-kernel bench unavailable: ")[1]
+               for line in done.stdout.splitlines() if "unavailable:" in line}
     assert len(reasons) == 1 and "not fetched (run tests/vm/setup.sh)" in reasons.pop()
 
 

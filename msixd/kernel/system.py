@@ -81,7 +81,9 @@ def debugfs_irq(roots: KernelRoots) -> Feature:
     if os.path.isdir(f"{roots.debugfs}/irq"):
         return Feature(State.PRESENT, f"{roots.debugfs}/irq exists")
     if list_dir(str(roots.debugfs)):
-        return Feature(State.ABSENT, "debugfs is mounted but has no irq/: kernel built without CONFIG_GENERIC_IRQ_DEBUGFS")
+        return Feature(
+            State.ABSENT, "debugfs is mounted but has no irq/: kernel built without CONFIG_GENERIC_IRQ_DEBUGFS"
+        )
     return Feature(State.UNKNOWN, f"debugfs is not mounted at {roots.debugfs} (mount -t debugfs none {roots.debugfs})")
 
 

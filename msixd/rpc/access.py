@@ -162,7 +162,8 @@ class Access:
         """Raise PermissionDenied unless peer may call method (full gRPC method name)."""
         service, name = split_method(method)
         if service == SERVICE:
-            read_only = name in READ_ONLY_RPCS or (name in DRY_RUNNABLE_RPCS and bool(getattr(request, "dry_run", False)))
+            dry_run = name in DRY_RUNNABLE_RPCS and bool(getattr(request, "dry_run", False))
+            read_only = name in READ_ONLY_RPCS or dry_run
         else:
             read_only = service in READ_ONLY_SERVICES
         role = self.role(peer)

@@ -118,7 +118,9 @@ class Placement:
                  effective=format_cpulist(placed.effective_affinity))
         return placed
 
-    def spread(self, bdf: str, cpus_text: str = "", dry_run: bool = False, force: bool = False) -> tuple[frozenset[int], list[PlannedPlacement]]:
+    def spread(
+        self, bdf: str, cpus_text: str = "", dry_run: bool = False, force: bool = False
+    ) -> tuple[frozenset[int], list[PlannedPlacement]]:
         """One vector per CPU, round-robin by MSI-X index over the chosen CPUs."""
         device = self._inventory.get_device(bdf)
         topology = system.read_cpus(self._roots)

@@ -129,7 +129,9 @@ def test_not_a_socket_exit_3(tmp_path: Path) -> None:
 
 
 def msixctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "msixctl.main", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "msixctl.main", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_subprocess_error_has_no_traceback(socket_path: Path) -> None:
@@ -146,7 +148,10 @@ def test_subprocess_json_and_unreachable(socket_path: Path, tmp_path: Path) -> N
     assert done.returncode == 3 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("args", [["show"], ["enable", "00:01.0"], ["enable", "00:01.0", "--vectors", "0"], ["bogus"], ["list", "-o", "yaml"]])
+@pytest.mark.parametrize(
+    "args",
+    [["show"], ["enable", "00:01.0"], ["enable", "00:01.0", "--vectors", "0"], ["bogus"], ["list", "-o", "yaml"]],
+)
 def test_bad_usage_exit_2(args: list[str]) -> None:
     done = msixctl(*args)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -183,7 +188,8 @@ def test_every_command_with_bad_arguments_is_one_line(command: str, tmp_path: Pa
     assert bad_option.stderr.count("\n") == 1 and bad_option.stderr.startswith("msixctl: ") and bad_option.stdout == ""
     arguments = {"enable": ["--vectors", "2"], "trigger": ["1"], "affinity": ["1", "0"]}.get(command, [])
     bdf_first = command not in ("list", "domains", "status")
-    no_daemon = msixctl("--socket", str(tmp_path / "none.sock"), command, *(["../../x"] if bdf_first else []), *arguments)
+    bdf = ["../../x"] if bdf_first else []
+    no_daemon = msixctl("--socket", str(tmp_path / "none.sock"), command, *bdf, *arguments)
     assert no_daemon.returncode == 3
     assert no_daemon.stderr.count("\n") == 1 and "Traceback" not in no_daemon.stderr
 

@@ -66,7 +66,8 @@ class Daemon:
         return [json.loads(line) for line in self.log_text().splitlines() if line.startswith("{")]
 
     def reload_outcomes(self) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e["event"] in ("configuration reloaded",) or e["event"].startswith("reload refused")]
+        return [e for e in self.events()
+                if e["event"] in ("configuration reloaded",) or e["event"].startswith("reload refused")]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -79,7 +80,8 @@ class Daemon:
 def msixctl_as(uid: int, gid: int, groups: list[int], *args: str) -> subprocess.CompletedProcess[str]:
     """msixctl run by another user: the system python3, with this checkout and the venv's packages."""
     path = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    identity = [f"--reuid={uid}", f"--regid={gid}"] + ([f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"])
+    supplementary = [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
+    identity = [f"--reuid={uid}", f"--regid={gid}", *supplementary]
     return subprocess.run(
         ["setpriv", *identity, "/usr/bin/python3", "-m", "msixctl.main", *args],
         cwd="/", capture_output=True, text=True, timeout=60,

@@ -58,7 +58,8 @@ def test_group_member_reads_but_may_not_change(daemon: tuple[Daemon, Path]) -> N
 def test_admin_group_member_may_change(daemon: tuple[Daemon, Path]) -> None:
     running, root = daemon
     # The socket file admits its group; an admin is in both groups (as the README says).
-    done = msixctl_as(4242, 4242, [READERS, ADMINS], "--socket", str(running.socket), "affinity", "0000:00:04.0", "2", "0")
+    done = msixctl_as(4242, 4242, [READERS, ADMINS], "--socket", str(running.socket),
+                      "affinity", "0000:00:04.0", "2", "0")
     assert done.returncode == 0, done.stderr
     assert (root / "proc/irq/42/smp_affinity_list").read_text() == "0"
     assert '"event": "affinity"' in running.log_text(), "every change leaves an audit line"

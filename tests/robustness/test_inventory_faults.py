@@ -60,7 +60,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=st.sampled_from(TREES).flatmap(
-    lambda name: st.tuples(st.just(name), st.lists(st.tuples(st.sampled_from(TARGETS[name]), damage), min_size=1, max_size=6))))
+    lambda name: st.tuples(
+        st.just(name), st.lists(st.tuples(st.sampled_from(TARGETS[name]), damage), min_size=1, max_size=6))))
 def test_damaged_trees_never_fail_a_listing(
     pristine: Callable[[str], Path], case: tuple[str, list[tuple[str, tuple[str, bytes]]]]
 ) -> None:

@@ -124,7 +124,8 @@ class GuestRun:
         for result in self.results.values():
             counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
         tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no test results"
-        return f"Linux {self.release or '?'}: {boot}; {tally}; guest pytest exit {self.rc}; {self.wall_seconds:.1f} s wall"
+        return (f"Linux {self.release or '?'}: {boot}; {tally}; guest pytest exit {self.rc}; "
+                f"{self.wall_seconds:.1f} s wall")
 
     def console_tail(self, lines: int = 40) -> str:
         """The guest's pytest output; when pytest did not finish, the kernel console's end too
