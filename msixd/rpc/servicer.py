@@ -232,7 +232,7 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
                 self._metrics.affinity_changes.inc()
             audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
                        effective=sorted(placed.effective_affinity), previous=sorted(placed.previous_affinity))
-        return convert.placed(bdf, placed)
+        return convert.placed(placed.bdf, placed)
 
     @rpc
     def Spread(self, request: pb.SpreadRequest, context: grpc.ServicerContext) -> pb.SpreadResponse:
@@ -246,6 +246,6 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
     @rpc
     def Trigger(self, request: pb.TriggerRequest, context: grpc.ServicerContext) -> pb.TriggerResponse:
         required(request, "vector")
-        count = self._s.owner.trigger(request.bdf, request.vector)
+        bdf, count = self._s.owner.trigger(request.bdf, request.vector)
         audit.info("trigger", vector=request.vector)
-        return pb.TriggerResponse(eventfd_count=count)
+        return pb.TriggerResponse(eventfd_count=count, bdf=bdf)

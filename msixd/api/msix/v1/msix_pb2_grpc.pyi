@@ -58,7 +58,7 @@ class MsixServiceStub:
     """
     Enable: _grpc.UnaryUnaryMultiCallable[_msix_pb2.EnableRequest, _msix_pb2.EnableResponse]
     """Own the device through VFIO and make it have exactly `vectors` MSI-X
-    vectors, each with an eventfd. Run again to resize. UNAVAILABLE when
+    vectors, each with an eventfd. Run again to resize. FAILED_PRECONDITION when
     another process holds the VFIO group (it is named).
     """
     Disable: _grpc.UnaryUnaryMultiCallable[_msix_pb2.DisableRequest, _msix_pb2.DisableResponse]
@@ -101,7 +101,7 @@ class MsixServiceAsyncStub(MsixServiceStub):
     """
     Enable: _aio.UnaryUnaryMultiCallable[_msix_pb2.EnableRequest, _msix_pb2.EnableResponse]  # type: ignore[assignment]
     """Own the device through VFIO and make it have exactly `vectors` MSI-X
-    vectors, each with an eventfd. Run again to resize. UNAVAILABLE when
+    vectors, each with an eventfd. Run again to resize. FAILED_PRECONDITION when
     another process holds the VFIO group (it is named).
     """
     Disable: _aio.UnaryUnaryMultiCallable[_msix_pb2.DisableRequest, _msix_pb2.DisableResponse]  # type: ignore[assignment]
@@ -183,7 +183,7 @@ class MsixServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_msix_pb2.EnableResponse, _abc.Awaitable[_msix_pb2.EnableResponse]]:
         """Own the device through VFIO and make it have exactly `vectors` MSI-X
-        vectors, each with an eventfd. Run again to resize. UNAVAILABLE when
+        vectors, each with an eventfd. Run again to resize. FAILED_PRECONDITION when
         another process holds the VFIO group (it is named).
         """
 
