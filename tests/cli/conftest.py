@@ -35,6 +35,11 @@ DEVICE = pb.Device(
                   affinity_reason="the kernel manages this IRQ's affinity", per_cpu_count=[0, 0]),
     ],
 )
+def canonical(bdf: str) -> str:
+    """What msixd answers for a BDF given as BB:DD.F or in upper case."""
+    return bdf.lower() if bdf.count(":") == 2 else f"0000:{bdf.lower()}"
+
+
 UNREADABLE = pb.Device(bdf="0000:00:01.0", vendor_id=0x1AF4, device_id=0x1041, msix_probe=pb.MSIX_PROBE_UNREADABLE)
 
 
@@ -66,7 +71,7 @@ class FakeServicer(msix_pb2_grpc.MsixServiceServicer):
         self.requests.append(request)
         if request.cpus == "9":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "CPU 9 is not online (online: 0-1)")
-        return pb.SetAffinityResponse(bdf=request.bdf, vector=request.vector, irq=44, affinity=[1],
+        return pb.SetAffinityResponse(bdf=canonical(request.bdf), vector=request.vector, irq=44, affinity=[1],
                                       effective_affinity=[1])
 
     def Spread(self, request, context):  # type: ignore[no-untyped-def]
@@ -81,11 +86,12 @@ class FakeServicer(msix_pb2_grpc.MsixServiceServicer):
 
     def Disable(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        return pb.DisableResponse(released=[request.vector] if request.HasField("vector") else [0, 1, 2])
+        return pb.DisableResponse(released=[request.vector] if request.HasField("vector") else [0, 1, 2], device=DEVICE)
 
     def Trigger(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        return pb.TriggerResponse(eventfd_count=1)
+        return pb.TriggerResponse(bdf=canonical(request.bdf), eventfd_count=7)
+
 
     def Watch(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
