@@ -88,10 +88,10 @@ def test_backends_are_root_only_and_answer_no_connection_the_gateway_did_not_mak
     from msixd.api.msix.v1 import msix_pb2_grpc
 
     socket_path = daemon[0].socket
-    backends = socket_path.with_name(f".{socket_path.name}.backends")
+    backends = socket_path.with_name(".msixd.b")
     assert backends.stat().st_mode & 0o777 == 0o700 and backends.stat().st_uid == 0
-    sockets = sorted(backends.glob("*.sock"))
-    assert [s.name for s in sockets] == ["admin.sock", "reader.sock", "root.sock"]
+    sockets = sorted(backends.iterdir())
+    assert [s.name for s in sockets] == ["admin", "reader", "root"]
     for backend in sockets:
         with grpc.insecure_channel(f"unix:{backend}") as channel:
             with pytest.raises(grpc.RpcError) as err:

@@ -99,10 +99,13 @@ def test_per_cpu_count_round_trip(counts: list[int]) -> None:
 @given(st.one_of(st.text(max_size=60), st.from_regex(r"[0-9,]{0,60}", fullmatch=True),
                  st.from_regex(r"[0-9]{1,3}(,0{1,3}|,[1-9][0-9]{0,2}){0,30}", fullmatch=True)))
 def test_per_cpu_count_any_text(text: str) -> None:
-    """Exactly what a comma-separated list of decimal numbers means, or the typed error."""
+    """Exactly what a comma-separated list of decimal numbers means (each an unsigned 64-bit
+    count, as the kernel prints them), or the typed error."""
     if not text:
         assert _counts("per_cpu_count", text) == ()
-    elif re.fullmatch(r"[0-9]+(,[0-9]+)*", text, flags=re.ASCII):
+    elif re.fullmatch(r"[0-9]+(,[0-9]+)*", text, flags=re.ASCII) and all(
+        len(item) <= 20 and int(item) < 2**64 for item in text.split(",")
+    ):
         assert _counts("per_cpu_count", text) == tuple(int(item) for item in text.split(","))
     else:
         try:
