@@ -110,6 +110,7 @@ echo $? > $out/rc
 @dataclass
 class GuestRun:
     kernel: str
+    kind: str = "host-root"  # or "systemd": tests/vm/systemd_guest.py
     release: str = ""
     rc: int | None = None
     wall_seconds: float = 0.0
@@ -117,9 +118,29 @@ class GuestRun:
     results: dict[str, dict] = field(default_factory=dict)
     console: str = ""
     pytest_log: str = ""
+    uptime_at_end: float | None = None
+    journal: str = ""
+
+    def read_results(self, outdir: Path) -> None:
+        """What the guest wrote: release, pytest's exit status and log, one JSON line per test report."""
+        self.release = _read(outdir / "release")
+        rc = _read(outdir / "rc")
+        self.rc = int(rc) if rc.isdigit() else None
+        uptime = _read(outdir / "uptime_at_start")
+        self.uptime_at_start = float(uptime) if uptime else None
+        uptime = _read(outdir / "uptime_at_end")
+        self.uptime_at_end = float(uptime) if uptime else None
+        self.pytest_log = _read(outdir / "pytest.log")
+        self.journal = _read(outdir / "journal.txt")
+        report = outdir / "report.jsonl"
+        if report.is_file():
+            for text in report.read_text().splitlines():
+                _merge(self.results, json.loads(text))
 
     def summary(self) -> str:
         boot = f"guest up to tests in {self.uptime_at_start:.1f} s of guest time" if self.uptime_at_start else "no boot"
+        if self.uptime_at_start and self.uptime_at_end:
+            boot += f", tests {self.uptime_at_end - self.uptime_at_start:.1f} s"
         counts: dict[str, int] = {}
         for result in self.results.values():
             counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
@@ -182,17 +203,7 @@ def run_guest(kernel: str, nodeids: list[str]) -> GuestRun:
             out=GUEST_OUT, repo=REPO, kernel=kernel, python=sys.executable, nodeids=" ".join(f"'{n}'" for n in nodeids)
         )
         run.console, run.wall_seconds = boot(kernel, script, Path(out))
-        outdir = Path(out)
-        run.release = _read(outdir / "release")
-        rc = _read(outdir / "rc")
-        run.rc = int(rc) if rc.isdigit() else None
-        uptime = _read(outdir / "uptime_at_start")
-        run.uptime_at_start = float(uptime) if uptime else None
-        run.pytest_log = _read(outdir / "pytest.log")
-        report = outdir / "report.jsonl"
-        if report.is_file():
-            for text in report.read_text().splitlines():
-                _merge(run.results, json.loads(text))
+        run.read_results(Path(out))
     return run
 
 

@@ -69,3 +69,7 @@ def netdev_up(bdf: str) -> str:
     (name,) = os.listdir(SYS_PCI / bdf / "net")
     subprocess.run(["ip", "link", "set", name, "up"], check=True)
     return name
+
+
+# "systemd" inside the guest that boots with systemd as PID 1, "" elsewhere.
+IN_GUEST_KIND = os.environ.get("MSIXD_GUEST_KIND", "")
