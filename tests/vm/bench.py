@@ -120,6 +120,7 @@ class GuestRun:
     pytest_log: str = ""
     uptime_at_end: float | None = None
     journal: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def read_results(self, outdir: Path) -> None:
         """What the guest wrote: release, pytest's exit status and log, one JSON line per test report."""
@@ -145,8 +146,9 @@ class GuestRun:
         for result in self.results.values():
             counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
         tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no test results"
+        notes = "".join(f"; {note}" for note in self.notes)
         return (f"Linux {self.release or '?'}: {boot}; {tally}; guest pytest exit {self.rc}; "
-                f"{self.wall_seconds:.1f} s wall")
+                f"{self.wall_seconds:.1f} s wall{notes}")
 
     def console_tail(self, lines: int = 40) -> str:
         """The guest's pytest output; when pytest did not finish, the kernel console's end too

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -238,4 +239,23 @@ def run_guest(kernel: str, nodeids: list[str], staged: Staged) -> bench.GuestRun
         # rdump copies the guest's out/ to workdir/out; nothing there when the runner never started.
         subprocess.run(["debugfs", "-R", f"rdump {BENCH_DIR}/out {workdir}", str(image)], capture_output=True)
         run.read_results(workdir / "out")
+    starts = start_times(run.journal)
+    if starts:
+        run.notes.append("msixd start to READY " + ", ".join(f"{t:.1f}" for t in starts) + " s (first at boot)")
     return run
+
+
+START_LINE = re.compile(r"^\[\s*([\d.]+)\] \S+ systemd\[1\]: (Starting|Started) msixd\.service")
+
+
+def start_times(journal: str) -> list[float]:
+    """Seconds from each "Starting msixd.service" to its "Started" (READY=1), from journalctl -o short-monotonic."""
+    times, starting = [], None
+    for line in journal.splitlines():
+        match = START_LINE.match(line)
+        if match and match.group(2) == "Starting":
+            starting = float(match.group(1))
+        elif match and starting is not None:
+            times.append(float(match.group(1)) - starting)
+            starting = None
+    return times

@@ -64,6 +64,18 @@ def unit_property(name: str) -> str:
     return must(systemctl("show", UNIT, "-p", name, "--value")).out
 
 
+TIMESPAN_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def timespan(text: str) -> float:
+    """Seconds of a systemd time span as `systemctl show` prints it ("1min 30s", "500ms", "infinity")."""
+    if text == "infinity":
+        return float("inf")
+    parts = re.findall(r"([\d.]+)\s*([a-z]+)", text)
+    assert parts and all(unit in TIMESPAN_UNITS for _, unit in parts), f"not a time span: {text!r}"
+    return sum(float(number) * TIMESPAN_UNITS[unit] for number, unit in parts)
+
+
 def main_pid() -> int:
     return int(unit_property("MainPID"))
 

@@ -25,7 +25,9 @@ STATE = Path("/var/lib/msixd/state.json")
 
 
 def seconds(name: str) -> float:
-    return int(unit_property(name)) / 1e6
+    """A *USec property (a time span) or a *TimestampMonotonic one (microseconds), in seconds."""
+    value = unit_property(name)
+    return int(value) / 1e6 if value.isdigit() else system.timespan(value)
 
 
 class TestLifecycle:
