@@ -75,6 +75,7 @@ set -- $(cat {BENCH_DIR}/nodeids)
 python3 -m pytest -p no:cacheprovider -q -rN --no-header "$@" > $out/pytest.log 2>&1
 echo $? > $out/rc
 cut -d' ' -f1 /proc/uptime > $out/uptime_at_end
+systemd-analyze security --no-pager msixd.service 2>&1 | tail -n 1 > $out/exposure
 journalctl -b --no-pager -o short-monotonic > $out/journal.txt 2>&1
 """
 
@@ -239,6 +240,9 @@ def run_guest(kernel: str, nodeids: list[str], staged: Staged) -> bench.GuestRun
         # rdump copies the guest's out/ to workdir/out; nothing there when the runner never started.
         subprocess.run(["debugfs", "-R", f"rdump {BENCH_DIR}/out {workdir}", str(image)], capture_output=True)
         run.read_results(workdir / "out")
+        exposure = re.search(r"exposure level for msixd.service: ([\d.]+)", bench._read(workdir / "out/exposure"))
+        if exposure:
+            run.notes.append(f"systemd-analyze security msixd: {exposure.group(1)}")
     starts = start_times(run.journal)
     if starts:
         run.notes.append("msixd start to READY " + ", ".join(f"{t:.1f}" for t in starts) + " s (first at boot)")
