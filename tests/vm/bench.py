@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -189,12 +190,23 @@ def boot(kernel: str, guest_script: str, out: Path) -> tuple[str, float]:
     ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     started = time.monotonic()
-    try:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=GUEST_TIMEOUT)
-        console = done.stdout + done.stderr
-    except subprocess.TimeoutExpired as err:
-        console = f"guest killed after {GUEST_TIMEOUT:.0f} s\n{err.stdout or ''}{err.stderr or ''}"
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True, start_new_session=True) as vng:
+        try:
+            console, _ = vng.communicate(timeout=GUEST_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            kill_guest(vng)
+            console = f"guest killed after {GUEST_TIMEOUT:.0f} s\n{vng.communicate()[0]}"
     return console, time.monotonic() - started
+
+
+def kill_guest(vng: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """End vng and everything it started: QEMU runs as its grandchild and outlives a kill of vng alone."""
+    try:
+        os.killpg(vng.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    vng.wait()
 
 
 def run_guest(kernel: str, nodeids: list[str]) -> GuestRun:

@@ -211,11 +211,14 @@ def boot(kernel: str, image: Path, console_log: Path) -> float:
     ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     started = time.monotonic()
-    with console_log.open("w") as console:
+    with console_log.open("w") as console, subprocess.Popen(
+        command, cwd=bench.REPO, env=env, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as vng:
         try:
-            subprocess.run(command, cwd=bench.REPO, env=env, stdout=console, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=bench.GUEST_TIMEOUT)
+            vng.wait(timeout=bench.GUEST_TIMEOUT)
         except subprocess.TimeoutExpired:
+            bench.kill_guest(vng)
             console.write(f"\nguest killed after {bench.GUEST_TIMEOUT:.0f} s\n")
     return time.monotonic() - started
 
