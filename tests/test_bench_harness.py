@@ -25,7 +25,7 @@ def run_vm_tests(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]
 def test_unavailable_bench_skips_with_one_reason(tmp_path: Path) -> None:
     done = run_vm_tests(tmp_path, MSIXD_REQUIRE_VM="0")
     assert done.returncode == 0, done.stdout
-    assert "4 skipped" in done.stdout
+    assert "6 skipped" in done.stdout
     reasons = {line.split("real-kernel bench unavailable: ")[1]
                for line in done.stdout.splitlines() if "unavailable:" in line}
     assert len(reasons) == 1 and "not fetched (run tests/vm/setup.sh)" in reasons.pop()
@@ -34,7 +34,7 @@ def test_unavailable_bench_skips_with_one_reason(tmp_path: Path) -> None:
 def test_unavailable_bench_fails_when_required(tmp_path: Path) -> None:
     done = run_vm_tests(tmp_path, MSIXD_REQUIRE_VM="1")
     assert done.returncode == 1
-    assert "4 failed" in done.stdout and "MSIXD_REQUIRE_VM=1" in done.stdout
+    assert "6 failed" in done.stdout and "MSIXD_REQUIRE_VM=1" in done.stdout
 
 
 def test_vm_tests_refuse_to_run_outside_a_guest(tmp_path: Path) -> None:

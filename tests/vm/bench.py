@@ -97,6 +97,8 @@ uname -r > $out/release
 # QEMU 7.2's e1000e aborts when an interrupt-throttling timer fires after
 # MSI-X was disabled (fixed upstream in QEMU 8.0, "e1000e: Do not assert when
 # MSI-X is disabled later"): the driver runs unthrottled, so it arms none.
+# udev may have loaded it already, without the option: load it again.
+modprobe -r e1000e 2>/dev/null
 modprobe e1000e InterruptThrottleRate=0 2>$out/modprobe.err
 modprobe -a vfio-pci nvme virtio_net 2>>$out/modprobe.err
 udevadm settle 2>/dev/null || sleep 1
@@ -232,6 +234,7 @@ EXEC_SCRIPT = """\
 set -u
 cd {repo}
 export PYTHONDONTWRITEBYTECODE=1 MSIXD_IN_GUEST={kernel} PATH={bindir}:$PATH
+modprobe -r e1000e 2>/dev/null
 modprobe e1000e InterruptThrottleRate=0
 modprobe -a vfio-pci nvme virtio_net
 {command} > {out}/output 2>&1
