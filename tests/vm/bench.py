@@ -90,6 +90,11 @@ def qemu_devices(disk: Path) -> str:
     )
 
 
+# e1000e's options are per board, and every probe counts as a new board (its
+# bd_number, drivers/net/ethernet/intel/e1000e/param.c, up to E1000_MAX_NIC =
+# 32): a value for each, so that a device bound back after a test stays unthrottled.
+E1000E_OPTIONS = "InterruptThrottleRate=" + ",".join(["0"] * 32)
+
 GUEST_SCRIPT = """\
 set -u
 out={out}
@@ -99,7 +104,7 @@ uname -r > $out/release
 # MSI-X is disabled later"): the driver runs unthrottled, so it arms none.
 # udev may have loaded it already, without the option: load it again.
 modprobe -r e1000e 2>/dev/null
-modprobe e1000e InterruptThrottleRate=0 2>$out/modprobe.err
+modprobe e1000e {e1000e_options} 2>$out/modprobe.err
 modprobe -a vfio-pci nvme virtio_net 2>>$out/modprobe.err
 udevadm settle 2>/dev/null || sleep 1
 cut -d' ' -f1 /proc/uptime > $out/uptime_at_start
@@ -216,7 +221,8 @@ def run_guest(kernel: str, nodeids: list[str]) -> GuestRun:
     run = GuestRun(kernel)
     with tempfile.TemporaryDirectory(prefix=f"msixd-bench-{kernel}-") as out:
         script = GUEST_SCRIPT.format(
-            out=GUEST_OUT, repo=REPO, kernel=kernel, python=sys.executable, nodeids=" ".join(f"'{n}'" for n in nodeids)
+            out=GUEST_OUT, repo=REPO, kernel=kernel, python=sys.executable, nodeids=" ".join(f"'{n}'" for n in nodeids),
+            e1000e_options=E1000E_OPTIONS,
         )
         run.console, run.wall_seconds = boot(kernel, script, Path(out))
         run.read_results(Path(out))
@@ -235,7 +241,7 @@ set -u
 cd {repo}
 export PYTHONDONTWRITEBYTECODE=1 MSIXD_IN_GUEST={kernel} PATH={bindir}:$PATH
 modprobe -r e1000e 2>/dev/null
-modprobe e1000e InterruptThrottleRate=0
+modprobe e1000e {e1000e_options}
 modprobe -a vfio-pci nvme virtio_net
 {command} > {out}/output 2>&1
 echo $? > {out}/rc
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     script = EXEC_SCRIPT.format(
         repo=REPO, kernel=args.kernel, bindir=Path(sys.executable).parent, out=GUEST_OUT,
-        command=shlex.join(args.command),
+        command=shlex.join(args.command), e1000e_options=E1000E_OPTIONS,
     )
     console, wall = boot(args.kernel, script, args.out)
     print(_read(args.out / "output"))
