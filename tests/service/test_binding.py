@@ -43,7 +43,9 @@ def test_bind_hands_the_device_to_vfio_pci(root: Path, tmp_path: Path, monkeypat
     assert saved(tmp_path)[BDF]["previous_driver"] == "virtio-pci"  # type: ignore[index]
 
 
-def test_bind_without_vfio_pci_puts_the_device_back(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bind_without_vfio_pci_puts_the_device_back(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """vfio-pci not loaded: the override leaves the device with no driver; msixd must undo it."""
     binding, bus = make(root, tmp_path, monkeypatch, {"virtio-pci"})
     with pytest.raises(FailedPrecondition, match=r"vfio-pci did not take .*back on virtio-pci.*modprobe vfio-pci"):
@@ -74,7 +76,9 @@ def test_bind_failing_midway_puts_the_device_back(root: Path, tmp_path: Path, mo
     assert BDF not in saved(tmp_path)
 
 
-def test_bind_says_when_the_device_cannot_be_put_back(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bind_says_when_the_device_cannot_be_put_back(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     binding, bus = make(root, tmp_path, monkeypatch, {"virtio-pci"})
     bus.fail_on["drivers_probe"] = errno.EIO
     with pytest.raises(FailedPrecondition, match=r"could not be put back on virtio-pci \(driver now: none\)"):

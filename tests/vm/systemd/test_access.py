@@ -110,7 +110,8 @@ class TestAdmin:
     def test_watch(self) -> None:
         """The loopback interrupt of the trigger is counted on its vector's eventfd."""
         bdf = system.device(E1000E)
-        (sample,) = [json.loads(x) for x in must(msixctl("watch", bdf, "--count", "1", "-o", "json", user="admin")).out.splitlines()]
+        watched = must(msixctl("watch", bdf, "--count", "1", "-o", "json", user="admin"))
+        (sample,) = [json.loads(line) for line in watched.out.splitlines()]
         totals = {v.get("vector", 0): int(v.get("total", 0)) for v in sample["vectors"]}
         assert totals[3] >= 1, sample
 

@@ -31,7 +31,8 @@ def test_installer_enabled_the_unit() -> None:
 
 def test_installed_environment_uses_the_system_python() -> None:
     """Root's PATH started with a per-user interpreter in /root; the installed venv must not point there."""
-    config = dict(line.split(" = ", 1) for line in Path("/opt/msixd/pyvenv.cfg").read_text().splitlines() if " = " in line)
+    lines = Path("/opt/msixd/pyvenv.cfg").read_text().splitlines()
+    config = dict(line.split(" = ", 1) for line in lines if " = " in line)
     assert config["home"] == "/usr/bin", config
     assert os.path.realpath("/opt/msixd/bin/python3").startswith("/usr/bin/python3"), os.path.realpath(
         "/opt/msixd/bin/python3"
