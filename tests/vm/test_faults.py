@@ -67,9 +67,14 @@ def test_hot_removed_device_is_reported_and_taken_back_after_rescan(tmp_path: Pa
 
         Path("/sys/bus/pci/rescan").write_text("1")
         assert wait_for(lambda: msixd.services.owner.owned(bdf) is not None), "taken back after the rescan"
-        device = msixd.stub.GetDevice(pb.GetDeviceRequest(bdf=bdf))
-        assert device.driver == "vfio-pci" and device.ownership.vectors_enabled == 4
-        assert list({v.index: v for v in device.vectors}[1].affinity) == [1]
+
+        # Ownership comes back first, the placement a moment later: wait for the whole of it.
+        def placed() -> bool:
+            device = msixd.stub.GetDevice(pb.GetDeviceRequest(bdf=bdf))
+            vectors = {v.index: list(v.affinity) for v in device.vectors}
+            return device.driver == "vfio-pci" and device.ownership.vectors_enabled == 4 and vectors.get(1) == [1]
+
+        assert wait_for(placed), "the four vectors and vector 1's placement are back"
         assert msixd.stub.Release(pb.ReleaseRequest(bdf=bdf)).driver == before
     finally:
         msixd.stop()
