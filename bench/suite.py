@@ -20,7 +20,9 @@ this machine's only. The parts:
   interrupts, against direct ioctls and a bare epoll loop;
 - lease, in the same guests (bench/lease.py): the latency from a loopback
   trigger to the wake-up of a consumer holding a leased eventfd, against the
-  same with the eventfd of the process that called SET_IRQS.
+  same with the eventfd of the process that called SET_IRQS;
+- cli: every msixctl command, start to exit, against a bare grpcio client
+  making the same RPC, and its --help against a bare typer app's (bench/cli.py).
 """
 
 from __future__ import annotations
@@ -97,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a small grid and fewer calls: try the suite out")
-    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "lease", "report"], action="append",
+    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "lease", "cli", "report"], action="append",
                         help="run these parts only (repeatable); 'report' redraws from saved JSON")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's performance section")
     args = parser.parse_args(argv)
-    parts = set(args.only or ["inventory", "rpc", "vfio", "lease", "report"])
+    parts = set(args.only or ["inventory", "rpc", "vfio", "lease", "cli", "report"])
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     started = time.monotonic()
@@ -127,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if "lease" in parts:
         for kernel in ("6.1", "6.12"):
             run_in_guest("lease", kernel, args.out)
+    if "cli" in parts:
+        from bench import cli
+
+        result = cli.run(runs=7 if args.quick else cli.RUNS, out=args.out)
+        save("cli", {**result, "machine": machine()}, args.out)
     if "report" in parts:
         from bench import report
 

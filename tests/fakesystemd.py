@@ -112,7 +112,9 @@ class FakeSystemd:
         with self._changed:
             return [(name, os.dup(fd)) for name, fd in self.store]
 
-    def spawn(self, argv: list[str], env: dict[str, str], stdout: int, cwd: str | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, argv: list[str], env: dict[str, str], stdout: int, cwd: str | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start argv as systemd would: the store from descriptor 3, LISTEN_* in its environment."""
         with self._changed:
             stored = list(self.store)

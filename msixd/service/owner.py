@@ -253,14 +253,14 @@ class Owner:
             self._desired.drop_vector(device.bdf, vector, len(device.eventfds))
             return [vector]
 
-    def trigger(self, bdf: str, vector: int) -> int:
-        """Loopback interrupt on an owned vector; returns its eventfd count after (0 for a leased
-        vector: its holder reads the eventfd, msixd does not)."""
+    def trigger(self, bdf: str, vector: int) -> tuple[str, int]:
+        """Loopback interrupt on an owned vector; returns the device's BDF and the vector's eventfd count
+        after (0 for a leased vector: its holder reads the eventfd, msixd does not)."""
         with self._locked(bdf, open_it=False) as device:
             if vector not in device.eventfds:
                 raise VectorNotFound(device.bdf, vector)
             self._vfio.msix_trigger(device.device_fd, vector)
-            return 0 if vector in device.leased else self._drain(device, [vector])[vector]
+            return device.bdf, 0 if vector in device.leased else self._drain(device, [vector])[vector]
 
     # Leases
 

@@ -81,9 +81,6 @@ class FakeVfio:
     def open_container(self, dev: str) -> int:
         return self._new_fd("container", "vfio")
 
-    def get_api_version(self, container: int) -> int:
-        return 0
-
     def check_extension(self, container: int, extension: int) -> bool:
         return extension in (real.VFIO_TYPE1v2_IOMMU, real.VFIO_NOIOMMU_IOMMU)
 
@@ -105,9 +102,6 @@ class FakeVfio:
         return real.VFIO_GROUP_FLAGS_VIABLE | real.VFIO_GROUP_FLAGS_CONTAINER_SET
 
     def group_set_container(self, group_fd: int, container: int) -> None:
-        pass
-
-    def group_unset_container(self, group_fd: int) -> None:
         pass
 
     def group_get_device_fd(self, group_fd: int, bdf: str) -> int:
@@ -138,9 +132,6 @@ class FakeVfio:
             return real.fd_target(fd)
         kind, name = what
         return {"container": "/dev/vfio/vfio", "group": f"/dev/vfio/{name}", "device": "anon_inode:[vfio-device]"}[kind]
-
-    def device_reset(self, device_fd: int) -> None:
-        pass
 
     def msix_set_triggers(self, device_fd: int, start: int, fds: list[int]) -> None:
         device = self._device(device_fd)

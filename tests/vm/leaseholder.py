@@ -1,4 +1,5 @@
-"""A lease holder for the vm tests, run as an unprivileged user: python3 -m tests.vm.leaseholder SOCKET BDF VECTORS [device_fd].
+"""A lease holder for the vm tests, run as an unprivileged user:
+python3 -m tests.vm.leaseholder SOCKET BDF VECTORS [device_fd].
 
 It leases the vectors and prints one JSON line: {"lease": id, "vectors": [...], "irqs": [...], "pid": n}, or
 {"refused": code, "error": text}. Then it obeys one command per line on stdin, answering one JSON line each:
