@@ -30,6 +30,8 @@ from msixd.rpc.limits import StreamLimiter
 from msixd.rpc.metrics import Metrics
 from msixd.rpc.server import Server, Tls, prepare_socket
 from msixd.rpc.servicer import MsixServicer
+from msixd.service.adopt import Adopter
+from msixd.service.fdstore import FdStore
 from msixd.service.services import Services
 
 log = structlog.get_logger("msixd")
@@ -105,9 +107,19 @@ def raise_file_limit() -> int:
 class Daemon:
     """Everything msixd runs, built from one Config."""
 
-    def __init__(self, config: Config, roots: KernelRoots) -> None:
+    def __init__(self, config: Config, roots: KernelRoots, handed: list[tuple[str, int]] | None = None) -> None:
+        """handed: what systemd passed from its file descriptor store (sd_listen_fds), adopted at start."""
         self.config = config
-        self.services = Services.build(roots, config.state_dir / "state.json")
+        self.handed = handed or []
+        self.store = FdStore.from_environment(self.handed)
+        if self.handed and not self.store.active:
+            log.warning("systemd handed back files but no file descriptor store is configured: closed them",
+                        files=len(self.handed))
+            for _, fd in self.handed:
+                os.close(fd)
+            self.handed = []
+        self.services = Services.build(roots, config.state_dir / "state.json", store=self.store)
+        self.roots = roots
         self.services.placement.banned = config.banned_cpus
         self.services.leases.rules = config.leases
         self.access = Access(PeerRegistry(), config.socket_group, config.admin_group,
@@ -124,10 +136,20 @@ class Daemon:
         self.servicer = MsixServicer(self.services, self.metrics, StreamLimiter(self.limits.streams_per_caller))
         self.server = Server(self.servicer, config.socket, self.access, self.limits, config.tcp_listen, tls)
         prepare_socket(lease_socket(config.socket))
-        self.lease_server = LeaseServer(lease_socket(config.socket), self.services.leases, self.access, self.limits)
+        self.lease_server = LeaseServer(lease_socket(config.socket), self.services.leases, self.access, self.limits,
+                                        store=self.store)
         self.probe = SelfProbe(str(self.server.admin_socket_path))
 
     def start(self) -> None:
+        services = self.services
+        adoption = Adopter(self.roots, services.owner, services.leases, self.store).adopt(self.handed)
+        for adopted in adoption.leases:
+            self.lease_server.adopt(adopted.lease, adopted.connection)
+        if self.handed:
+            log.info("adopted from systemd's file descriptor store", devices=adoption.devices or None,
+                     leases=[a.lease.id for a in adoption.leases] or None, refused=adoption.refused or None,
+                     counted_meanwhile=adoption.counted or None)
+        self.handed = []
         outcome = self.services.owner.restore()
         self.services.keeper.start()
         self.server.start()
@@ -182,16 +204,25 @@ class Daemon:
         log.info("configuration reloaded", applied=applied or None, need_restart=need_restart or None)
 
     def stop(self) -> None:
-        """In-flight RPCs finish (streams are cut after the grace), every vector is released;
-        the desired state stays saved."""
+        """In-flight RPCs finish (streams are cut after the grace); every vector is released, or,
+        with systemd's file descriptor store, left as it is for the next msixd; the desired state
+        stays saved."""
         sdnotify.notify("STOPPING=1")
         self.servicer.end_streams()
         self.probe.stop()
         self.server.stop(STOP_GRACE_SECONDS)
-        self.lease_server.stop()
+        kept = self.store.active
+        self.lease_server.stop(keep_leases=kept)
         if self.metrics_http is not None:
             self.metrics_http.stop()
         self.services.keeper.stop()
+        if kept:
+            # systemd keeps every file: a restart adopts them with MSI-X never disabled; a stop closes
+            # the store, and the kernel disables MSI-X at the last close (vfio_pci_core_close_device).
+            self.services.owner.suspend()
+            log.info("stopped; devices and leases left in systemd's file descriptor store",
+                     stored=len(self.store.kept()))
+            return
         self.services.owner.close_all()
         log.info("stopped")
 
@@ -212,7 +243,7 @@ def run(args: argparse.Namespace, config: Config) -> None:
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     roots = KernelRoots.under(args.root) if args.root else KernelRoots()
-    daemon = Daemon(config, roots)
+    daemon = Daemon(config, roots, sdnotify.listen_fds())
     daemon.start()
     # Everything built so far (grpc, protobuf, the servicer) lives as long as the
     # process: keep it out of the collector's generations, so a collection during

@@ -35,6 +35,15 @@ def peer_credentials(sock: socket.socket) -> Credentials:
     return Credentials(pid, uid, gid, peer_groups(sock))
 
 
+def peer_credentials_of(fd: int) -> Credentials:
+    """peer_credentials() of a socket known by its descriptor, which stays open and unchanged."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return peer_credentials(sock)
+    finally:
+        sock.detach()
+
+
 def peer_groups(sock: socket.socket) -> frozenset[int]:
     """Supplementary groups of the peer at connect time (SO_PEERGROUPS).
 

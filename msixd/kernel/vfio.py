@@ -316,6 +316,17 @@ def new_eventfd() -> int:
     return os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
 
 
+def set_nonblocking(fd: int) -> None:
+    """Reads of the file return at once when there is nothing to read (O_NONBLOCK, fcntl(2)); a
+    file handed back by systemd has the flags its creator gave it, which need not be msixd's."""
+    os.set_blocking(fd, False)
+
+
+def write_eventfd(fd: int, value: int) -> None:
+    """Add value to an eventfd's counter (eventfd(2)), as the kernel's signal does."""
+    os.eventfd_write(fd, value)
+
+
 def read_eventfd(fd: int) -> int:
     """The count accumulated since the last read (0 when none)."""
     try:

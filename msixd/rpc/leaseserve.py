@@ -46,7 +46,8 @@ from msixd.rpc.access import Access, Peer, Role
 from msixd.rpc.errors import status_code
 from msixd.rpc.gateway import Limits
 from msixd.rpc.logbudget import LogBudget
-from msixd.service.leases import Grant, Holder, LeaseRequest, Leases, Return
+from msixd.service.fdstore import NO_STORE, FdStore, lease_name
+from msixd.service.leases import Grant, Holder, Lease, LeaseRequest, Leases, Return
 
 log = structlog.get_logger(__name__)
 SCM_MAX_FD = 253
@@ -140,9 +141,11 @@ class _Conn:
 
 
 class LeaseServer:
-    def __init__(self, path: Path, leases: Leases, access: Access, limits: Limits, workers: int = 4) -> None:
+    def __init__(self, path: Path, leases: Leases, access: Access, limits: Limits, workers: int = 4,
+                 store: FdStore = NO_STORE) -> None:
         self.path = path
         self._leases = leases
+        self._store = store
         self._access = access
         self.limits = limits
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -176,6 +179,18 @@ class LeaseServer:
 
     def start(self) -> None:
         self._thread.start()
+
+    def adopt(self, lease: Lease, fd: int) -> None:
+        """A lease's connection handed back from systemd's store at start (before start())."""
+        holder = lease.holder
+        peer = Peer(uid=holder.uid, gid=holder.gid, pid=holder.pid, groups=holder.groups)
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        conn = _Conn(sock, peer, time.monotonic(), lease=lease.id)
+        self._count(peer, +1)
+        self._conns.add(conn)
+        self._by_lease[lease.id] = conn
+        self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def stop(self, keep_leases: bool = False) -> None:
         """Stop accepting. Leases end (their connections close) unless keep_leases: then their
@@ -379,6 +394,7 @@ class LeaseServer:
             return
         conn.lease = lease
         self._by_lease[lease] = conn
+        self._store.keep(lease_name(lease), conn.sock.fileno())
         self._selector.register(conn.sock, selectors.EVENT_READ, conn)
         reason = self._early.pop(lease, None)
         if reason is not None:  # revoked before its answer was sent
@@ -409,6 +425,8 @@ class LeaseServer:
                 pass
         if conn.lease is not None:
             self._by_lease.pop(conn.lease, None)
+            if not self._keep:  # the store's copy too: else the holder would never see the end
+                self._store.drop(lease_name(conn.lease))
         conn.sock.close()
         self._conns.discard(conn)
         self._count(conn.peer, -1)

@@ -32,6 +32,7 @@ from msixd.config import LeaseRule
 from msixd.errors import FailedPrecondition, LeaseNotFound, LeaseNotPermitted
 from msixd.kernel import pci
 from msixd.kernel.roots import KernelRoots
+from msixd.service.fdstore import NO_STORE, FdStore
 from msixd.service.owner import Owner
 from msixd.service.session import LeaseTag
 
@@ -109,9 +110,10 @@ class Leases:
     Owner reports leases it revoked on its own while holding a device lock."""
 
     def __init__(self, roots: KernelRoots, owner: Owner, rules: tuple[LeaseRule, ...] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, store: FdStore = NO_STORE) -> None:
         self._roots = roots
         self._owner = owner
+        self._store = store
         self._clock = clock
         self.rules = rules  # replaced as a whole on reload
         self._leases: dict[str, Lease] = {}
@@ -179,11 +181,19 @@ class Leases:
             if not revoked:
                 self._leases[lease_id] = lease
                 self._granted[lease.bdf] += 1
+                self._store.record_lease(lease_id, facts(lease))
         if revoked:  # a forced resize took them back while this grant finished
             self._owner.close_copies(leased.fds)
             raise FailedPrecondition(f"{lease.bdf}: the vectors were taken back while being leased; ask again")
         audit.info("lease grant", **_fields(lease), by=holder.describe())
         return Grant(lease, leased.fds)
+
+    def restore(self, lease: Lease) -> None:
+        """A lease adopted at start from systemd's store (msixd/service/adopt.py): held again."""
+        with self._lock:
+            self._leases[lease.id] = lease
+        audit.info("lease adopt", **_fields(lease), by="msixd",
+                   reason="its connection was kept in systemd's file descriptor store across a restart")
 
     # Ending
 
@@ -192,6 +202,7 @@ class Leases:
         released). None when it had ended already."""
         with self._lock:
             lease = self._leases.pop(lease_id, None)
+            self._store.forget_lease(lease_id)
         if lease is None:
             return None
         returned = self._owner.unlease(lease.bdf, lease_id, lease.on_return is Return.RELEASE)
@@ -204,6 +215,7 @@ class Leases:
             lease = self._leases.pop(lease_id, None)
             if lease is not None:
                 self._revoked[lease.bdf] += 1
+                self._store.forget_lease(lease_id)
         if lease is None:
             raise LeaseNotFound(lease_id)
         returned = self._owner.unlease(lease.bdf, lease_id, lease.on_return is Return.RELEASE)
@@ -221,8 +233,17 @@ class Leases:
                     self._granting[lease_id] = True
                 return
             self._revoked[lease.bdf] += 1
+            self._store.forget_lease(lease_id)
         audit.info("lease revoke", **_fields(lease), reason=reason, by="msixd")
         self.notify(lease_id, reason)
+
+
+def facts(lease: Lease) -> dict[str, object]:
+    """What the runtime facts keep of a lease, for the next msixd (msixd/service/adopt.py reads it)."""
+    return {"bdf": lease.bdf, "vectors": list(lease.vectors), "irqs": list(lease.irqs), "uid": lease.holder.uid,
+            "gid": lease.holder.gid, "pid": lease.holder.pid, "groups": sorted(lease.holder.groups),
+            "since": lease.since, "device_fd": lease.device_fd, "on_return": lease.on_return.value,
+            "grown": list(lease.grown)}
 
 
 def _fields(lease: Lease) -> dict[str, object]:

@@ -32,6 +32,7 @@ from msixd.kernel.cpulist import format_cpulist
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.vfio import PartialAllocation, VfioError, VfioNoSpace
 from msixd.service.desired import DesiredState
+from msixd.service.fdstore import NO_STORE, FdStore, vector_name
 from msixd.service.session import LeaseTag, OwnedDevice, Sessions
 from msixd.service.state import DeviceState, StateStore
 
@@ -124,10 +125,12 @@ class Owner:
     it holds the lock.
     """
 
-    def __init__(self, roots: KernelRoots, store: StateStore, vfio: ModuleType = kvfio) -> None:
+    def __init__(self, roots: KernelRoots, store: StateStore, vfio: ModuleType = kvfio,
+                 fd_store: FdStore = NO_STORE) -> None:
         self._roots = roots
         self._vfio = vfio
-        self._sessions = Sessions(roots, vfio)
+        self._fd_store = fd_store
+        self._sessions = Sessions(roots, vfio, fd_store)
         self._devices: dict[str, OwnedDevice] = {}
         self._desired = DesiredState(store)
         self._lock = threading.Lock()
@@ -152,10 +155,17 @@ class Owner:
             return self._drain(device) if device.open else {}
 
     def _drain(self, device: OwnedDevice, indexes: list[int] | None = None) -> dict[int, int]:
-        """Add what each eventfd counted since the last read to the vector's count (leased ones are not read)."""
+        """Add what each eventfd counted since the last read to the vector's count (leased ones are not read).
+        Counts that changed are written to the runtime facts at once: a crash loses none of them."""
+        changed = False
         for index in device.eventfds if indexes is None else indexes:
             if index not in device.leased:
-                device.counts[index] = device.counts.get(index, 0) + self._vfio.read_eventfd(device.eventfds[index])
+                counted = self._vfio.read_eventfd(device.eventfds[index])
+                if counted:
+                    device.counts[index] = device.counts.get(index, 0) + counted
+                    changed = True
+        if changed:
+            self._fd_store.record_device(device.bdf, device.counts)
         return {index: device.counts.get(index, 0) for index in device.eventfds if index not in device.leased}
 
     def leases(self, bdf: str) -> dict[int, LeaseTag]:
@@ -323,6 +333,16 @@ class Owner:
             return LeasedVectors(device.bdf, tuple(order), tuple(irqs.get(i, 0) for i in order), tuple(fds),
                                  tuple(sorted(set(device.eventfds) - before)))
 
+    def mark_leased(self, bdf: str, vectors: tuple[int, ...], tag: LeaseTag) -> None:
+        """Vectors adopted at start that were leased before the restart (msixd/service/adopt.py)."""
+        device = self._devices.get(bdf)
+        if device is None:
+            return
+        with device.lock:
+            for index in vectors:
+                if index in device.eventfds:
+                    device.leased[index] = tag
+
     def close_copies(self, fds: tuple[int, ...]) -> None:
         """Close copies handed out by lease() that were not handed over after all."""
         for fd in fds:
@@ -355,16 +375,16 @@ class Owner:
         """Give vectors new eventfds of msixd's (install: in the kernel too; else only in the table,
         for a re-enable that installs every vector's). A holder's copy of the old ones counts no more."""
         for run in _runs(sorted(indexes)):
-            fds = self._new_eventfds(len(run))
+            fds = self._new_eventfds(device, run)
             if install:
                 try:
                     self._vfio.msix_set_triggers(device.device_fd, run[0], fds)
                 except VfioError:
                     for fd in fds:
-                        self._vfio.close(fd)
+                        self._close_eventfd(device, fd)
                     raise
             for index, fd in zip(run, fds, strict=True):
-                self._vfio.close(device.eventfds[index])
+                self._close_eventfd(device, device.eventfds[index])
                 device.eventfds[index] = fd
 
     def _check_leases(self, device: OwnedDevice, touched: set[int], force: bool, what: str,
@@ -386,19 +406,31 @@ class Owner:
             log.warning("lease revoked", bdf=device.bdf, lease=lease, reason=what)
             self.revoked(lease, f"{what} (forced)")
 
-    def _new_eventfds(self, count: int) -> list[int]:
+    def _new_eventfds(self, device: OwnedDevice, indexes: list[int]) -> list[int]:
+        """Eventfds for these vectors, each kept in systemd's store (when in use) before the kernel
+        gets it: a crash after SET_IRQS never leaves an eventfd nobody can read."""
         fds: list[int] = []
         try:
-            for _ in range(count):
-                fds.append(self._vfio.new_eventfd())
+            for index in indexes:
+                fd = self._vfio.new_eventfd()
+                fds.append(fd)
+                device.names[fd] = name = vector_name(device.bdf, index)
+                self._fd_store.keep(name, fd)
         except OSError as err:
             for fd in fds:
-                self._vfio.close(fd)
+                self._close_eventfd(device, fd)
             raise ResourceExhausted(
-                f"cannot create {count} eventfds: {os.strerror(err.errno or 0)} (msixd holds {len(fds)} more "
-                "than it can; raise LimitNOFILE= or enable fewer vectors)"
+                f"cannot create {len(indexes)} eventfds: {os.strerror(err.errno or 0)} (msixd holds {len(fds)} "
+                "more than it can; raise LimitNOFILE= or enable fewer vectors)"
             ) from err
         return fds
+
+    def _close_eventfd(self, device: OwnedDevice, fd: int) -> None:
+        """Close one of the device's eventfds, and its copy in systemd's store."""
+        self._vfio.close(fd)
+        name = device.names.pop(fd, None)
+        if name is not None:
+            self._fd_store.drop(name)
 
     def _resize(self, device: OwnedDevice, wanted: set[int], force: bool) -> ResizePath:
         have = set(device.eventfds)
@@ -416,7 +448,7 @@ class Owner:
             vfio.msix_set_triggers(device.device_fd, run[0], [-1] * len(run))
             self._drain(device, run)
             for index in run:
-                vfio.close(device.eventfds.pop(index))
+                self._close_eventfd(device, device.eventfds.pop(index))
         if not add:
             return ResizePath.SHRINK
         if device.allocated == 0:
@@ -426,12 +458,12 @@ class Owner:
         else:
             return self._reenable(device, wanted)
         for run in _runs(add):
-            fds = self._new_eventfds(len(run))
+            fds = self._new_eventfds(device, run)
             try:
                 vfio.msix_set_triggers(device.device_fd, run[0], fds)
             except VfioError as err:
                 for fd in fds:
-                    vfio.close(fd)
+                    self._close_eventfd(device, fd)
                 if isinstance(err, VfioNoSpace) and device.eventfds:  # a grow the kernel could not give
                     raise VectorsExhausted(device.bdf, len(wanted), len(device.eventfds),
                                            len(kirq.msi_irqs(self._roots, device.bdf)), str(err)) from err
@@ -453,14 +485,15 @@ class Owner:
         if placed is not None:
             kept.update({i: frozenset(c) for i, c in placed.affinities.items() if i in device.eventfds and c})
         before = dict(device.eventfds)
-        new = dict(zip(sorted(wanted - set(before)), self._new_eventfds(len(wanted - set(before))), strict=True))
+        adding = sorted(wanted - set(before))
+        new = dict(zip(adding, self._new_eventfds(device, adding), strict=True))
         fds = {**before, **new}
         self._drain(device)
         try:
             vfio.msix_disable(device.device_fd)
         except VfioError:
             for fd in new.values():
-                vfio.close(fd)
+                self._close_eventfd(device, fd)
             raise
         device.allocated = 0
         top = max(wanted)
@@ -468,7 +501,7 @@ class Owner:
             vfio.msix_set_triggers(device.device_fd, 0, [fds.get(i, -1) for i in range(top + 1)])
         except VfioError as err:
             for fd in new.values():
-                vfio.close(fd)
+                self._close_eventfd(device, fd)
             self._enable_again(device, before, kept)
             if isinstance(err, (VfioNoSpace, PartialAllocation)):
                 raise VectorsExhausted(device.bdf, len(wanted), len(device.eventfds), len(device.eventfds),
@@ -491,7 +524,7 @@ class Owner:
             log.error("the vectors of the device could not be enabled again; they are lost", bdf=device.bdf,
                       vectors=len(vectors), error=str(err))
             for fd in vectors.values():
-                self._vfio.close(fd)
+                self._close_eventfd(device, fd)
             device.eventfds.clear()
             return
         device.eventfds = dict(sorted(vectors.items()))
@@ -556,12 +589,21 @@ class Owner:
                  affinities=len(state.affinities))
 
     def restore(self) -> dict[str, str]:
-        """Re-apply the saved state at start. Returns bdf -> "" or what went wrong."""
+        """Re-apply the saved state at start. Returns bdf -> "" or what went wrong.
+
+        A device adopted from systemd's store (its vectors never stopped) is only reconciled
+        with the saved state: resized if they differ (msixd stopped in the middle of a resize),
+        and the placements that differ from the kernel's re-applied; the others stay untouched.
+        """
         outcome = {}
         for bdf, state in self.desired().items():
             if state.vectors == 0:
                 continue
             try:
+                if self.owned(bdf) is not None:
+                    self._reconcile(bdf, state)
+                    outcome[bdf] = ""
+                    continue
                 self.restore_one(bdf, state)
                 outcome[bdf] = ""
                 audit.info("restore", bdf=bdf, vectors=state.vectors, affinities=state.affinities, by="msixd",
@@ -570,6 +612,54 @@ class Owner:
                 outcome[bdf] = str(err)
                 log.warning("state not re-applied", bdf=bdf, error=str(err))
         return outcome
+
+    def _reconcile(self, bdf: str, state: DeviceState) -> None:
+        with self._locked(bdf, open_it=False) as device:
+            wanted = set(range(min(state.vectors, device.table_size)))
+            path = ResizePath.UNCHANGED
+            if set(device.eventfds) != wanted:
+                try:
+                    path = self._resize(device, wanted, force=False)
+                except LeaseHeld as err:
+                    log.warning("adopted device not resized to its saved state: leased", bdf=bdf, error=str(err))
+            now = self._affinities(device)
+            differ = {i: frozenset(c) for i, c in state.affinities.items()
+                      if i in device.eventfds and c and now.get(i) != frozenset(c)}
+            self._apply_affinities(device, differ)
+        log.info("adopted device reconciled with the saved state", bdf=bdf, vectors=state.vectors, path=path.value,
+                 affinities_reapplied=len(differ))
+        if path is not ResizePath.UNCHANGED or differ:
+            audit.info("reconcile", bdf=bdf, vectors=state.vectors, path=path.value,
+                       affinities={i: sorted(c) for i, c in differ.items()}, by="msixd",
+                       reason="the device adopted at start differed from the saved state")
+
+    # Adopting what systemd kept (msixd/service/adopt.py checks it first)
+
+    def adopt_group(self, group: int, group_fd: int, container_fd: int) -> None:
+        with self._lock:
+            self._sessions.adopt_group(group, group_fd, container_fd)
+
+    def adopt_device(self, device: OwnedDevice) -> None:
+        with self._lock:
+            self._sessions.adopted_device(device)
+            self._devices[device.bdf] = device
+        self._fd_store.record_device(device.bdf, device.counts)
+
+    def release_unused_groups(self) -> None:
+        """Groups adopted for devices that were not: closed."""
+        with self._lock:
+            self._sessions.release_unused()
+
+    def suspend(self) -> None:
+        """msixd stops while systemd keeps its files: count what every eventfd counted into the
+        runtime facts, and leave every device as it is (the next msixd adopts it)."""
+        with self._lock:
+            devices = list(self._devices.values())
+        for device in devices:
+            with device.lock:
+                if device.open:
+                    self._drain(device)
+                    self._fd_store.record_device(device.bdf, device.counts)
 
     # The kernel asking for devices back, and stopping
 

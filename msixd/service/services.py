@@ -9,6 +9,7 @@ from types import ModuleType
 from msixd.kernel import vfio
 from msixd.kernel.roots import KernelRoots
 from msixd.service.binding import Binding
+from msixd.service.fdstore import NO_STORE, FdStore
 from msixd.service.inventory import Inventory
 from msixd.service.keeper import Keeper
 from msixd.service.leases import Leases
@@ -29,8 +30,9 @@ class Services:
     leases: Leases
 
     @classmethod
-    def build(cls, roots: KernelRoots, state_file: Path, vfio_api: ModuleType = vfio) -> Services:
-        owner = Owner(roots, StateStore(state_file), vfio_api)
+    def build(cls, roots: KernelRoots, state_file: Path, vfio_api: ModuleType = vfio,
+              store: FdStore = NO_STORE) -> Services:
+        owner = Owner(roots, StateStore(state_file), vfio_api, store)
         inventory = Inventory(roots, owner)
         binding = Binding(roots, owner)
         return cls(
@@ -40,5 +42,5 @@ class Services:
             binding=binding,
             watcher=Watcher(inventory, owner),
             keeper=Keeper(roots, owner, binding),
-            leases=Leases(roots, owner),
+            leases=Leases(roots, owner, store=store),
         )

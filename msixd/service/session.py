@@ -23,6 +23,7 @@ from msixd.kernel import pci, procs
 from msixd.kernel import vfio as kvfio
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.vfio import VfioBusy, VfioError
+from msixd.service.fdstore import NO_STORE, FdStore, container_name, device_name, group_name, request_name
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,8 @@ class OwnedDevice:
     allocated: int = 0
     # Interrupts counted on each index's eventfds so far.
     counts: dict[int, int] = field(default_factory=dict)
+    # Each eventfd's name in systemd's file descriptor store (fd -> name).
+    names: dict[int, str] = field(default_factory=dict)
     # MSI-X index -> the lease that holds it. msixd does not read a leased vector's eventfd:
     # its holder does (two readers of one eventfd would take each other's counts).
     leased: dict[int, LeaseTag] = field(default_factory=dict)
@@ -78,9 +81,10 @@ class OwnedDevice:
 
 
 class Sessions:
-    def __init__(self, roots: KernelRoots, vfio: ModuleType) -> None:
+    def __init__(self, roots: KernelRoots, vfio: ModuleType, store: FdStore = NO_STORE) -> None:
         self._roots = roots
         self._vfio = vfio
+        self._store = store
         self._groups: dict[int, OpenGroup] = {}
 
     def _open_group(self, bdf: str, group: int) -> OpenGroup:
@@ -121,6 +125,8 @@ class Sessions:
                 vfio.close(fd)
             raise
         opened = self._groups[group] = OpenGroup(group, group_fd, container_fd)
+        self._store.keep(container_name(group), container_fd)
+        self._store.keep(group_name(group), group_fd)
         return opened
 
     def open(self, bdf: str) -> OwnedDevice:
@@ -140,6 +146,7 @@ class Sessions:
             self._release_group(group)
             raise
         group.users.add(bdf)
+        self._store.keep(device_name(bdf), device_fd)
         owned = OwnedDevice(bdf=bdf, group=group.group, device_fd=device_fd, table_size=0, dynamic=False,
                             identity=pci.device_identity(self._roots, bdf))
         try:
@@ -151,9 +158,11 @@ class Sessions:
             raise
         owned.table_size, owned.dynamic = info.count, not info.noresize
         owned.request_fd = vfio.new_eventfd()
+        self._store.keep(request_name(bdf), owned.request_fd)
         try:
             vfio.request_set_trigger(device_fd, owned.request_fd)
         except VfioError as err:
+            self._store.drop(request_name(bdf))
             vfio.close(owned.request_fd)
             owned.request_fd = -1
             log.warning("no release channel: unbinding or removing the device will wait for msixd to stop",
@@ -161,8 +170,21 @@ class Sessions:
         log.info("device opened", bdf=bdf, group=group.group, table_size=info.count, dynamic=owned.dynamic)
         return owned
 
+    def adopt_group(self, group: int, group_fd: int, container_fd: int) -> None:
+        """A group's files handed back from systemd's store, checked (msixd/service/adopt.py)."""
+        self._groups[group] = OpenGroup(group, group_fd, container_fd)
+
+    def adopted_device(self, device: OwnedDevice) -> None:
+        self._groups[device.group].users.add(device.bdf)
+
+    def release_unused(self) -> None:
+        for group in list(self._groups.values()):
+            self._release_group(group)
+
     def _release_group(self, group: OpenGroup) -> None:
         if not group.users:
+            self._store.drop(group_name(group.group))
+            self._store.drop(container_name(group.group))
             self._vfio.close(group.group_fd)
             self._vfio.close(group.container_fd)
             del self._groups[group.group]
@@ -172,10 +194,16 @@ class Sessions:
         device.open = False
         for fd in device.eventfds.values():
             self._vfio.close(fd)
+            name = device.names.pop(fd, None)
+            if name is not None:
+                self._store.drop(name)
         device.eventfds.clear()
         if device.request_fd >= 0:
+            self._store.drop(request_name(device.bdf))
             self._vfio.close(device.request_fd)
             device.request_fd = -1
+        self._store.drop(device_name(device.bdf))
+        self._store.forget_device(device.bdf)
         self._vfio.close(device.device_fd)
         group = self._groups[device.group]
         group.users.discard(device.bdf)

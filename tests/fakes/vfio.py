@@ -17,7 +17,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from msixd.kernel import vfio as real
 from msixd.kernel.vfio import DeviceInfo, IrqInfo, PartialAllocation, RegionInfo, error
@@ -29,7 +31,10 @@ class FakeDevice:
     dynamic: bool
     enabled: bool = False
     allocated: int = 0
-    triggers: dict[int, int] = field(default_factory=dict)  # index -> eventfd
+    # index -> the "kernel's" own reference to the eventfd installed (a copy, as eventfd_ctx_fdget
+    # takes one: it counts whatever msixd does with its descriptor), and that eventfd's id.
+    triggers: dict[int, int] = field(default_factory=dict)
+    ids: dict[int, int] = field(default_factory=dict)
     request: int = -1  # the eventfd the "kernel" signals to ask for the device back
     # When set, enabling allocates at most this many vectors (a partial allocation).
     capacity: int | None = None
@@ -37,9 +42,24 @@ class FakeDevice:
     config: bytes = b""
 
 
+def eventfd_id(fd: int) -> int:
+    """Which eventfd a descriptor is (fs/eventfd.c shows "eventfd-id" in fdinfo): copies share it."""
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        return next(int(line.split()[1]) for line in info if line.startswith("eventfd-id:"))
+
+
+def _untrigger(device: FakeDevice, vector: int) -> None:
+    if vector in device.triggers:
+        os.close(device.triggers.pop(vector))
+        device.ids.pop(vector, None)
+
+
 class FakeVfio:
-    def __init__(self, devices: dict[str, FakeDevice]) -> None:
+    def __init__(self, devices: dict[str, FakeDevice], sysfs: Path | None = None) -> None:
+        """sysfs: a captured tree's sys/ to mirror the vectors into, as the kernel shows them
+        (msi_irqs/ of the device, /sys/kernel/irq/N with vfio-pci's handler names)."""
         self.devices = devices
+        self.sysfs = sysfs
         self.open_groups: set[int] = set()
         self.noiommu_groups: set[int] = set()  # opened as noiommu-<N>
         self.calls: list[tuple[str, tuple[object, ...]]] = []
@@ -64,7 +84,7 @@ class FakeVfio:
             if other == fd:
                 continue
             try:
-                if os.readlink(f"/proc/self/fd/{other}").startswith("/memfd:fakevfio-") \
+                if os.readlink(f"/proc/self/fd/{other}").startswith(f"/memfd:fakevfio{id(self)}-") \
                         and os.fstat(other).st_ino == inode:
                     return True
             except OSError:
@@ -145,19 +165,24 @@ class FakeVfio:
             device.enabled, device.allocated = True, wanted
         for offset, fd in enumerate(fds):
             vector = start + offset
-            device.triggers.pop(vector, None)
+            _untrigger(device, vector)
             if fd < 0:
                 continue
             if vector >= device.allocated:
                 if not device.dynamic:
                     for undo in range(start, vector + 1):  # vfio_msi_set_block's rollback
-                        device.triggers.pop(undo, None)
+                        _untrigger(device, undo)
                     raise error("VFIO_DEVICE_SET_IRQS", errno.EINVAL)
                 device.allocated = vector + 1
-            device.triggers[vector] = fd
+            device.triggers[vector] = os.dup(fd)
+            device.ids[vector] = eventfd_id(fd)
+        self._mirror(device_fd)
 
     def request_set_trigger(self, device_fd: int, fd: int) -> None:
-        self._device(device_fd).request = fd
+        device = self._device(device_fd)
+        if device.request >= 0:
+            os.close(device.request)
+        device.request = os.dup(fd) if fd >= 0 else -1
 
     def ask_back(self, bdf: str) -> None:
         """What unbind or hot removal does: signal the request eventfd."""
@@ -169,7 +194,9 @@ class FakeVfio:
         if not device.enabled:
             raise error("VFIO_DEVICE_SET_IRQS", errno.EINVAL)
         device.enabled, device.allocated = False, 0
-        device.triggers.clear()
+        for vector in list(device.triggers):
+            _untrigger(device, vector)
+        self._mirror(device_fd)
 
     def msix_trigger(self, device_fd: int, start: int, count: int = 1) -> None:
         device = self._device(device_fd)
@@ -191,14 +218,64 @@ class FakeVfio:
         if kind == "device":
             device = self.devices[name]
             device.enabled, device.allocated = False, 0  # vfio_pci_core_disable on release
-            device.triggers.clear()
+            for vector in list(device.triggers):
+                _untrigger(device, vector)
+            if device.request >= 0:
+                os.close(device.request)
             device.request = -1
+            self._mirror_device(name)
+
+    def settle(self) -> None:
+        """Release what no descriptor refers to any more: files closed by others than msixd's code
+        (a fake systemd flushing its store), as the kernel releases a file at its last close."""
+        open_now = {what for name in os.listdir("/proc/self/fd") if (what := self._what(int(name))) is not None}
+        for bdf, device in self.devices.items():
+            if ("device", bdf) not in open_now and (device.enabled or device.request >= 0):
+                device.enabled, device.allocated = False, 0
+                for vector in list(device.triggers):
+                    _untrigger(device, vector)
+                if device.request >= 0:
+                    os.close(device.request)
+                device.request = -1
+                self._mirror_device(bdf)
+        self.open_groups = {group for group in self.open_groups if ("group", str(group)) in open_now}
+
+    def _mirror(self, device_fd: int) -> None:
+        what = self._what(device_fd)
+        if what is not None:
+            self._mirror_device(what[1])
+
+    def _mirror_device(self, bdf: str) -> None:
+        """The device's allocated vectors in msi_irqs/ (IRQ 1000 + index here), each with a
+        per-device chip and, where a trigger is installed, vfio-pci's handler name."""
+        if self.sysfs is None:
+            return
+        device = self.devices[bdf]
+        listing = self.sysfs / "bus/pci/devices" / bdf / "msi_irqs"
+        shutil.rmtree(listing, ignore_errors=True)
+        listing.mkdir()
+        for index in range(device.allocated if device.enabled else 0):
+            irq = 1000 + index
+            (listing / str(irq)).write_text("msix\n")
+            base = self.sysfs / "kernel/irq" / str(irq)
+            base.mkdir(parents=True, exist_ok=True)
+            (base / "chip_name").write_text(f"PCI-MSIX-{bdf}\n")
+            (base / "hwirq").write_text(f"{index}\n")
+            (base / "type").write_text("edge\n")
+            (base / "per_cpu_count").write_text("0,0\n")
+            (base / "actions").write_text(f"vfio-msix[{index}]({bdf})\n" if index in device.triggers else "\n")
 
     def duplicate(self, fd: int) -> int:
         return real.duplicate(fd)  # a copy handed out is the holder's to close: the fake tracks only msixd's own
 
     def new_eventfd(self) -> int:
         return real.new_eventfd()
+
+    def write_eventfd(self, fd: int, value: int) -> None:
+        real.write_eventfd(fd, value)
+
+    def set_nonblocking(self, fd: int) -> None:
+        real.set_nonblocking(fd)
 
     def read_eventfd(self, fd: int) -> int:
         return real.read_eventfd(fd)

@@ -81,9 +81,9 @@ def test_a_lease_carries_live_eventfds_and_ends_with_its_connection(served: Serv
         served.owner.trigger(BDF, 3)
         assert count(held.eventfds[1]) == 1, "the eventfd VFIO signals, in this process"
         assert [lease.id for lease in served.leases.list()] == [held.id]
-        old = served.fake.devices[BDF].triggers[3]
+        old = served.fake.devices[BDF].ids[3]
     wait_until(lambda: not served.leases.list(), 5, "the lease ended with its connection")
-    assert served.fake.devices[BDF].triggers[3] != old and sorted(served.owner.counts(BDF)) == list(range(8))
+    assert served.fake.devices[BDF].ids[3] != old and sorted(served.owner.counts(BDF)) == list(range(8))
 
 
 def test_a_revoked_lease_is_told_why(served: Served) -> None:

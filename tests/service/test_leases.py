@@ -112,12 +112,12 @@ def test_ending_a_lease_gives_msixd_fresh_eventfds_or_releases(world: World) -> 
     world.owner.enable(BDF, 4)
     kept, kept_fds = world.grant(ALICE, vectors=frozenset({0}))
     gone, _ = world.grant(ALICE, vectors=frozenset({3}), on_return=Return.RELEASE)
-    old = world.fake.devices[BDF].triggers[0]
+    old = world.fake.devices[BDF].ids[0]
     with capture_logs() as logs:
         world.leases.end(kept, "the holder closed its connection")
         world.leases.end(gone, "the holder closed its connection")
     assert world.leases.end(kept, "again") is None, "ending twice is nothing"
-    assert world.fake.devices[BDF].triggers[0] != old, "a fresh eventfd of msixd's"
+    assert world.fake.devices[BDF].ids[0] != old, "a fresh eventfd of msixd's"
     world.owner.trigger(BDF, 0)
     assert count(kept_fds[0]) == 0, "the holder's copy counts no more"
     assert world.owner.counts(BDF)[0] == 1, "msixd counts the vector again"
