@@ -38,3 +38,12 @@ def test_unit_is_notify_with_watchdog_and_the_directories() -> None:
     for line in ("Type=notify", "WatchdogSec=", "RuntimeDirectory=msixd", "StateDirectory=msixd",
                  "ConfigurationDirectory=msixd", "DeviceAllow=char-vfio rw", "CapabilityBoundingSet=CAP_SYS_ADMIN"):
         assert line in text
+
+
+def test_the_fd_store_is_sized_and_msixd_told_its_size() -> None:
+    """systemd before 254 sets no $FDSTORE: msixd reads MSIXD_FDSTORE (msixd/kernel/sdnotify.py store_max)."""
+    text = UNIT.read_text()
+    sized = re.search(r"^FileDescriptorStoreMax=(\d+)$", text, re.M)
+    told = re.search(r"^Environment=MSIXD_FDSTORE=(\d+)$", text, re.M)
+    assert sized and told and sized.group(1) == told.group(1), "FileDescriptorStoreMax= and MSIXD_FDSTORE differ"
+    assert int(sized.group(1)) >= 4 * 2048, "room for a few devices of 2048 vectors"
