@@ -128,7 +128,10 @@ class Adopter:
             if what.kind in "vr" and what.bdf not in adopted and what.bdf not in outcome.refused:
                 self._close(name, fd)
         self._adopt_leases(parsed, lease_facts, adopted, outcome)
-        self._owner.release_unused_groups()
+        # A group adopted for a device that was not stays open for restore() to open the device
+        # in: closing it here would race systemd's own close of its copy (FDSTOREREMOVE is handled
+        # when systemd gets to it), and the group would still be busy. restore() closes what is
+        # left unused.
         for bdf in outcome.devices:
             audit.info("adopt", bdf=bdf, by="msixd",
                        reason="kept in systemd's file descriptor store across a restart: MSI-X never went off")

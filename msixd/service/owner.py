@@ -611,6 +611,7 @@ class Owner:
             except Exception as err:  # noqa: BLE001 - one device's trouble must not stop the others
                 outcome[bdf] = str(err)
                 log.warning("state not re-applied", bdf=bdf, error=str(err))
+        self.release_unused_groups()  # adopted at start for devices that were not
         return outcome
 
     def _reconcile(self, bdf: str, state: DeviceState) -> None:

@@ -235,3 +235,27 @@ def test_a_lease_whose_holder_left_during_the_restart_ends(world: tuple[KernelRo
     assert sorted(fake.devices[BDF].triggers) == [1], "released, as the lease asked"
     assert second.lease_server is not None
     second.lease_server.stop()
+
+
+def test_without_systemd_nothing_is_stored_and_stop_disables_as_before(
+        world: tuple[KernelRoots, FakeVfio, FakeSystemd], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    roots, fake, systemd = world
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    first = Generation(roots, tmp_path / "state.json", fake, [])
+    assert not first.store.active
+    first.owner.enable(BDF, 2)
+    first.owner.trigger(BDF, 0)
+    first.owner.close_all()
+    assert systemd.names() == [] and systemd.messages == [], "not one datagram to systemd"
+    assert not fake.devices[BDF].enabled and fake.open_fds == 0
+
+
+def test_a_store_of_size_0_is_no_store(world: tuple[KernelRoots, FakeVfio, FakeSystemd], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    roots, fake, systemd = world
+    monkeypatch.setenv("MSIXD_FDSTORE", "0")
+    monkeypatch.delenv("FDSTORE", raising=False)
+    first = Generation(roots, tmp_path / "state.json", fake, [])
+    assert not first.store.active
+    first.owner.enable(BDF, 1)
+    assert systemd.names() == []
