@@ -165,7 +165,7 @@ def through(bdf: str, change: str) -> tuple[Watch, dict[str, Any], float]:
     expected = vfio_vectors(bdf)
     consumer = Consumer(bdf)
     try:
-        assert consumer.ask("mark 50")["rounds"] == 50
+        assert consumer.ask("mark 50")["rounds"] >= 50, "the consumer fires"
         watch = Watch(bdf, expected).start()
         pid = system.main_pid()
         started = time.monotonic()
