@@ -259,3 +259,17 @@ def test_a_store_of_size_0_is_no_store(world: tuple[KernelRoots, FakeVfio, FakeS
     assert not first.store.active
     first.owner.enable(BDF, 1)
     assert systemd.names() == []
+
+
+def test_what_msixd_closes_leaves_the_store(world: tuple[KernelRoots, FakeVfio, FakeSystemd], tmp_path: Path) -> None:
+    roots, fake, systemd = world
+    first = Generation(roots, tmp_path / "state.json", fake, [])
+    first.owner.enable(BDF, 3)
+    systemd.wait_for(lambda s: sum(n.startswith("v-") for n in s.names()) == 3, what="three eventfds stored")
+    assert {"c-7", "g-7", device_name(BDF), "r-0000-00-03.0", "runtime"} <= set(systemd.names())
+    first.owner.disable(BDF, 2)
+    systemd.wait_for(lambda s: sorted(n.split("-")[4] for n in s.names() if n.startswith("v-")) == ["0", "1"],
+                     what="vector 2's eventfd removed (FDSTOREREMOVE)")
+    first.owner.disable(BDF)
+    systemd.wait_for(lambda s: s.names() == ["runtime"], what="every file of the device and its group removed")
+    assert any(message.get("FDSTOREREMOVE") == "1" for message in systemd.messages)
