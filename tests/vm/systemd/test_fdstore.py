@@ -151,6 +151,15 @@ def e1000e() -> Iterator[str]:
             guest.rebind(bdf, before)
 
 
+def interrupts_taken(irq: int) -> int:
+    """How many interrupts the kernel handled on an IRQ, summed over CPUs (/proc/interrupts)."""
+    for line in Path("/proc/interrupts").read_text().splitlines()[1:]:
+        head, _, rest = line.partition(":")
+        if head.strip() == str(irq):
+            return sum(int(word) for word in rest.split() if word.isdigit())
+    raise AssertionError(f"IRQ {irq} is not in /proc/interrupts")
+
+
 def placement(bdf: str) -> dict[int, tuple[int, tuple[str, str]]]:
     return {index: (irq, system.affinity(irq)) for (_, index), irq in sorted(vfio_vectors(bdf).items())}
 
@@ -192,15 +201,22 @@ def test_msixd_restarts_under_fire_without_msix_going_off_or_an_interrupt_lost(e
     placed = placement(bdf)
     assert sorted(placed) == [0, 1, 2] and [placed[i][1][0] for i in range(3)] == ["1", "0", "1"], placed
     cursor = system.journal_cursor()
+    taken_before = interrupts_taken(placed[1][0])
     watch, counts, took = through(bdf, change)
+    taken = interrupts_taken(placed[1][0]) - taken_before
     print(f"{change}: {took:.1f} s, {watch.samples} Message Control samples (longest gap {watch.longest_gap:.3f} s), "
-          f"{watch.handler_samples} of the handlers; fired {counts['fired']}, received {counts['received']}")
+          f"{watch.handler_samples} of the handlers; fired {counts['fired']}, received {counts['received']}; "
+          f"the kernel took {taken} on vector 1's IRQ")
     assert watch.off == [], f"MSI-X went off or masked during the {change}: {watch.off[:5]}"
     assert watch.changed == [], f"the vfio-msix handlers changed during the {change}: {watch.changed[:5]}"
     assert watch.samples >= 10 * took and watch.longest_gap < 2.0, "Message Control was read throughout"
     assert counts["errors"] == [], counts["errors"]
-    assert counts["fired"] == counts["received"], "every interrupt fired reached the consumer"
-    assert min(counts["fired"].values()) >= 100
+    fired, received = counts["fired"], counts["received"]
+    assert received["0"] == fired["0"], "every loopback interrupt fired reached the consumer, none other"
+    # The e1000e sends more messages than it is asked for by ICS (QEMU's e1000e raises one on other
+    # causes too): none of those asked for may be missing, and all the consumer got are real ones.
+    assert fired["1"] <= received["1"] <= taken, "every real interrupt asked for reached the consumer"
+    assert min(fired.values()) >= 100
     assert placement(bdf) == placed, "the same IRQs, on the same CPUs"
     assert [e.get("bdf") for e in adopted_events(cursor)] == [bdf], "the new msixd adopted the device"
 
