@@ -7,8 +7,10 @@ through the leased device file) and one real e1000e interrupt on vector 1
 leased eventfd receives. Lines on stdin, each answered with one JSON line:
 
     mark N   answer once N more rounds have been fired: {"rounds": total}
-    stop     stop firing, wait (at most 10 s) until every interrupt fired has
-             been received, answer {"fired": {...}, "received": {...}, "errors": [...]}, end the lease
+    stop     stop firing, wait (at most 10 s) until every interrupt fired has been
+             received and the eventfds have counted every interrupt the kernel took on the
+             real vector's IRQ since the lease began, answer {"fired": {...}, "received": {...},
+             "taken": n, "errors": [...]}, end the lease
 
 The first line it prints is the lease: {"lease": id, "vectors": [...], "irqs": [...]},
 or {"refused": code, "error": text}. Standard library and the project's own modules only.
@@ -33,6 +35,16 @@ def say(value: object) -> None:
     print(json.dumps(value), flush=True)
 
 
+def taken(irq: int) -> int:
+    """Interrupts the kernel handled on an IRQ, summed over CPUs (/proc/interrupts)."""
+    with open("/proc/interrupts") as table:
+        for line in table:
+            head, _, rest = line.partition(":")
+            if head.strip() == str(irq):
+                return sum(int(word) for word in rest.split() if word.isdigit())
+    return -1
+
+
 def main(argv: list[str]) -> int:
     bdf = argv[0]
     socket_path = argv[1] if len(argv) > 1 else "/run/msixd/msixd-lease.sock"
@@ -42,8 +54,10 @@ def main(argv: list[str]) -> int:
         say({"refused": err.code, "error": str(err)})
         return 1
     assert held.device_fd is not None
-    say({"lease": held.id, "vectors": held.vectors, "irqs": held.irqs})
     fds = dict(zip(held.vectors, held.eventfds, strict=True))
+    real_irq = dict(zip(held.vectors, held.irqs, strict=True))[REAL]
+    taken_at_start = taken(real_irq)
+    say({"lease": held.id, "vectors": held.vectors, "irqs": held.irqs})
     fired = dict.fromkeys(fds, 0)
     received = dict.fromkeys(fds, 0)
     errors: list[str] = []
@@ -85,10 +99,13 @@ def main(argv: list[str]) -> int:
                 say({"rounds": rounds})
                 wanted = -1
     deadline = time.monotonic() + 10
-    while received != fired and time.monotonic() < deadline:
-        select.select(list(fds.values()), [], [], deadline - time.monotonic())
+    while time.monotonic() < deadline:
         drain()
-    say({"fired": fired, "received": received, "rounds": rounds, "errors": errors[:20]})
+        if received[LOOPBACK] == fired[LOOPBACK] and received[REAL] == taken(real_irq) - taken_at_start:
+            break
+        select.select(list(fds.values()), [], [], min(0.1, max(0.0, deadline - time.monotonic())))
+    say({"fired": fired, "received": received, "taken": taken(real_irq) - taken_at_start, "rounds": rounds,
+         "errors": errors[:20]})
     held.close()
     return 0
 

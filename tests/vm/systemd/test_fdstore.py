@@ -151,15 +151,6 @@ def e1000e() -> Iterator[str]:
             guest.rebind(bdf, before)
 
 
-def interrupts_taken(irq: int) -> int:
-    """How many interrupts the kernel handled on an IRQ, summed over CPUs (/proc/interrupts)."""
-    for line in Path("/proc/interrupts").read_text().splitlines()[1:]:
-        head, _, rest = line.partition(":")
-        if head.strip() == str(irq):
-            return sum(int(word) for word in rest.split() if word.isdigit())
-    raise AssertionError(f"IRQ {irq} is not in /proc/interrupts")
-
-
 def placement(bdf: str) -> dict[int, tuple[int, tuple[str, str]]]:
     return {index: (irq, system.affinity(irq)) for (_, index), irq in sorted(vfio_vectors(bdf).items())}
 
@@ -178,7 +169,9 @@ def through(bdf: str, change: str) -> tuple[Watch, dict[str, Any], float]:
         watch = Watch(bdf, expected).start()
         pid = system.main_pid()
         started = time.monotonic()
-        if change == "restart":
+        if change == "none":  # the baseline: as long as a restart takes, msixd left alone
+            consumer.ask("mark 500")
+        elif change == "restart":
             must(systemctl("restart", system.UNIT))
         else:  # what the watchdog sends (WatchdogSignal=SIGABRT), then Restart=on-failure
             restarts = int(unit_property("NRestarts"))
@@ -186,7 +179,7 @@ def through(bdf: str, change: str) -> tuple[Watch, dict[str, Any], float]:
             system.wait_until(lambda: int(unit_property("NRestarts")) > restarts
                               and unit_property("SubState") == "running", 300, "the automatic restart", every=1)
         took = time.monotonic() - started
-        assert system.main_pid() not in (pid, 0)
+        assert system.main_pid() not in ((0,) if change == "none" else (pid, 0))
         assert consumer.ask("mark 50")["rounds"] >= 100, "rounds fired after msixd was back"
         watch.stop()
         counts = consumer.ask("stop")
@@ -195,15 +188,14 @@ def through(bdf: str, change: str) -> tuple[Watch, dict[str, Any], float]:
         consumer.end()
 
 
-@pytest.mark.parametrize("change", ["restart", "crash"])
+@pytest.mark.parametrize("change", ["none", "restart", "crash"])
 def test_msixd_restarts_under_fire_without_msix_going_off_or_an_interrupt_lost(e1000e: str, change: str) -> None:
     bdf = e1000e
     placed = placement(bdf)
     assert sorted(placed) == [0, 1, 2] and [placed[i][1][0] for i in range(3)] == ["1", "0", "1"], placed
     cursor = system.journal_cursor()
-    taken_before = interrupts_taken(placed[1][0])
     watch, counts, took = through(bdf, change)
-    taken = interrupts_taken(placed[1][0]) - taken_before
+    taken = counts["taken"]
     print(f"{change}: {took:.1f} s, {watch.samples} Message Control samples (longest gap {watch.longest_gap:.3f} s), "
           f"{watch.handler_samples} of the handlers; fired {counts['fired']}, received {counts['received']}; "
           f"the kernel took {taken} on vector 1's IRQ")
@@ -213,12 +205,14 @@ def test_msixd_restarts_under_fire_without_msix_going_off_or_an_interrupt_lost(e
     assert counts["errors"] == [], counts["errors"]
     fired, received = counts["fired"], counts["received"]
     assert received["0"] == fired["0"], "every loopback interrupt fired reached the consumer, none other"
-    # The e1000e sends more messages than it is asked for by ICS (QEMU's e1000e raises one on other
-    # causes too): none of those asked for may be missing, and all the consumer got are real ones.
-    assert fired["1"] <= received["1"] <= taken, "every real interrupt asked for reached the consumer"
+    # The emulated e1000e does not send exactly one message per ICS write (more on 6.12, once one
+    # fewer on 6.1): the exact check is against what the kernel took on the vector's IRQ meanwhile.
+    assert received["1"] == taken, "every interrupt the kernel took on the real vector reached the consumer"
+    assert taken >= 0.98 * fired["1"], "the device's messages came through the restart"
     assert min(fired.values()) >= 100
     assert placement(bdf) == placed, "the same IRQs, on the same CPUs"
-    assert [e.get("bdf") for e in adopted_events(cursor)] == [bdf], "the new msixd adopted the device"
+    adopted = [] if change == "none" else [bdf]
+    assert [e.get("bdf") for e in adopted_events(cursor)] == adopted, "the new msixd adopted the device"
 
 
 def test_stop_empties_the_store_and_the_kernel_disables_msix(e1000e: str) -> None:
