@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import grpc
 import typer
 
-from msixctl import render
-from msixctl.client import DEFAULT_SOCKET, ClientError, Target, Tls, call, connect, translate
+from msixctl import policyview, render
+from msixctl.client import DEFAULT_SOCKET, EXIT_USAGE, ClientError, Target, Tls, call, connect, translate
 from msixctl.render import Output
 from msixd.api.msix.v1 import msix_pb2 as pb
 
@@ -84,7 +84,15 @@ def show(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
     Example: msixctl show 0000:00:03.0
     """
     device = _rpc("GetDevice", pb.GetDeviceRequest(bdf=bdf))
-    render.print_json(device) if output is Output.json else render.device(device)  # type: ignore[arg-type]
+    if output is Output.json:
+        render.print_json(device)  # type: ignore[arg-type]
+        return
+    try:  # the rule that places each vector, when msixd can say
+        placed = _rpc("GetPolicy", pb.GetPolicyRequest(bdf=device.bdf))  # type: ignore[attr-defined]
+        rules = {v.vector: v for v in placed.vectors}  # type: ignore[attr-defined]
+    except ClientError:
+        rules = None
+    render.device(device, rules)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -281,6 +289,64 @@ def _watch_table(sample: pb.WatchSample) -> object:
         grid.add_row(str(v.vector), str(v.irq), str(v.total), f"{v.rate:.1f}", source, render.per_cpu(v.per_cpu_count))
     grid.title = f"{sample.bdf}  {time.strftime('%H:%M:%S', time.localtime(sample.time))}"
     return grid
+
+
+@app.command("policy")
+def policy_command(
+    device: Annotated[str, typer.Option("--device", "-d", metavar="BDF", help="only this device's vectors")] = "",
+    output: OutputOption = Output.table,
+) -> None:
+    """Show the placement policy: its rules in the order they apply, and each vector they select.
+
+    Also the reconciler (interval, uevents, placements made) and irqbalance (what msixd banned).
+    Example: msixctl policy --device 0000:00:0a.0
+    """
+    report = _rpc("GetPolicy", pb.GetPolicyRequest(bdf=device))
+    render.print_json(report) if output is Output.json else policyview.report(report)  # type: ignore[arg-type]
+
+
+@app.command()
+def diff(output: OutputOption = Output.table) -> None:
+    """Show what the reconciler would move now to match the running policy; change nothing.
+
+    Empty once every vector is where the policy puts it. To see what an edited policy.d would do,
+    use msixctl apply --dry-run. Example: msixctl diff
+    """
+    changes = _rpc("DiffPolicy", pb.DiffPolicyRequest())
+    render.print_json(changes) if output is Output.json else policyview.diff(changes)  # type: ignore[arg-type]
+
+
+MAX_POLICY_FILE = 60 * 1024  # msixd takes requests of up to 64 KiB
+
+
+@app.command()
+def apply(
+    file: Annotated[Optional[str], typer.Option("--file", "-f", metavar="FILE",
+                                                help="a policy file to apply with policy.d's (added, or in place "
+                                                     "of the file of its name); not saved")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check and show what would change, change nothing")] = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """Read /etc/msixd/policy.d again and place every vector as it says, now.
+
+    With -f FILE, FILE is used as if it were in policy.d (in place of a file of its name); the
+    next reload reads policy.d as it is. Errors name the file and line.
+    Examples: msixctl apply --dry-run      msixctl apply -f 50-nic.toml --dry-run
+    """
+    request = pb.ApplyPolicyRequest(dry_run=dry_run)
+    if file is not None:
+        try:
+            with open(file, "rb") as stream:
+                content = stream.read(MAX_POLICY_FILE + 1)
+        except OSError as err:
+            raise ClientError(f"cannot read {file}: {err.strerror}", EXIT_USAGE) from None
+        if len(content) > MAX_POLICY_FILE:
+            raise ClientError(f"{file} is larger than {MAX_POLICY_FILE // 1024} KiB: put it in policy.d instead",
+                              EXIT_USAGE)
+        request.file_name = os.path.basename(file)
+        request.file_content = content
+    answer = _rpc("ApplyPolicy", request)
+    render.print_json(answer) if output is Output.json else policyview.applied(answer)  # type: ignore[arg-type]
 
 
 def main() -> None:

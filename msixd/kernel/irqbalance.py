@@ -108,6 +108,24 @@ def find(roots: KernelRoots) -> list[Instance]:
     return sorted(found, key=lambda instance: instance.pid)
 
 
+_SOCKET_NAME = re.compile(r"irqbalance(\d{1,10})\.sock")
+
+
+def with_socket(roots: KernelRoots) -> list[Instance]:
+    """The irqbalance processes whose control socket is in the socket directory (the pid is in
+    its name), lowest pid first: one directory listing, where find() reads all of /proc."""
+    found = []
+    for name in list_dir(str(roots.run / SOCKET_DIR)):
+        match = _SOCKET_NAME.fullmatch(name)
+        if match is None:
+            continue
+        argv0 = _argv0(roots, match.group(1))
+        started = start_time(roots, int(match.group(1)))
+        if started is not None and "irqbalance" in argv0 and "irqbalance-ui" not in argv0:
+            found.append(Instance(int(match.group(1)), started))
+    return sorted(found, key=lambda instance: instance.pid)
+
+
 def alive(roots: KernelRoots, instance: Instance) -> bool:
     return start_time(roots, instance.pid) == instance.start_time
 

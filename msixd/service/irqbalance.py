@@ -45,6 +45,13 @@ log = structlog.get_logger(__name__)
 # view of the machine first. After this long without one, it has none.
 SOCKET_GRACE_SECONDS = 10.0
 TIMEOUT_SECONDS = 20.0
+# Whether the irqbalance known is still there, or one has a socket now: one stat, every second (irqbalance
+# balances its first time a pass after it starts, 10 s by default: the bans must be there before).
+CHECK_SECONDS = 1.0
+# Its banned list is read back this often even when nothing changed (irqbalance-ui may have changed it).
+VERIFY_SECONDS = 30.0
+# A look through all of /proc, as irqbalance-ui does, for an irqbalance without a socket.
+SCAN_SECONDS = 10.0
 
 
 class LinkState(enum.Enum):
@@ -69,7 +76,7 @@ class LinkStatus:
 
 class IrqbalanceLink:
     def __init__(self, roots: KernelRoots, state_file: Path | None, enabled: bool = True,
-                 abstract_fallback: bool = True, check_every: float = 5.0) -> None:
+                 abstract_fallback: bool = True, check_every: float = CHECK_SECONDS) -> None:
         self._roots = roots
         self._state_file = state_file
         self.enabled = enabled
@@ -82,6 +89,7 @@ class IrqbalanceLink:
         self._stop = threading.Event()
         self._instance: kirqbalance.Instance | None = None
         self._seen_at = 0.0
+        self._scanned = -SCAN_SECONDS
         self._ours: frozenset[int] = frozenset()  # what msixd put on the present irqbalance's list
         self._saved: tuple[kirqbalance.Instance, frozenset[int]] | None = None  # the record in the state dir
         self._last_banned: frozenset[int] = frozenset()
@@ -120,16 +128,20 @@ class IrqbalanceLink:
 
     def _run(self) -> None:
         self._load_ours()
+        verified = 0.0
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
-            self._dirty.wait(self._check_every)
+            asked = self._dirty.wait(self._check_every)
             self._dirty.clear()
             if self._stop.is_set():
                 return
+            verify = asked or time.monotonic() - verified >= VERIFY_SECONDS
             try:
-                self.step()
+                self.step(verify)
             except Exception:  # noqa: BLE001 - the link must not die of one irqbalance
                 log.exception("irqbalance link step failed")
+            if verify:
+                verified = time.monotonic()
 
     def _set(self, status: LinkStatus) -> None:
         with self._lock:
@@ -144,8 +156,9 @@ class IrqbalanceLink:
                 log.info(f"irqbalance: {status.state.value}", **fields,
                          banned=format_cpulist(status.wanted) if status.state is LinkState.BANNED else None)
 
-    def step(self) -> None:
-        """One look at irqbalance: find it, and bring its banned list in line."""
+    def step(self, verify: bool = True) -> None:
+        """One look at irqbalance: find it, and (when asked to verify, or when it is new) bring its
+        banned list in line."""
         with self._lock:
             wanted = self._wanted
         if not self.enabled:
@@ -153,12 +166,11 @@ class IrqbalanceLink:
                                  detail="irqbalance = \"ignore\" in msixd's configuration"))
             return
         if self._instance is None or not kirqbalance.alive(self._roots, self._instance):
-            found = kirqbalance.find(self._roots)
-            instance = next((i for i in found if kirqbalance.socket_path(self._roots, i.pid).exists()),
-                            found[0] if found else None)
+            instance = self._discover()
             if instance != self._instance:
                 self._instance, self._seen_at = instance, time.monotonic()
                 self._ours = self._remembered(instance)
+                verify = True
         instance = self._instance
         if instance is None:
             self._set(LinkStatus(LinkState.NOT_RUNNING, wanted=wanted))
@@ -173,11 +185,16 @@ class IrqbalanceLink:
                 LinkState.NO_SOCKET, instance.pid, wanted=wanted,
                 detail=f"irqbalance (pid {instance.pid}) has no control socket "
                        f"({kirqbalance.socket_path(self._roots, instance.pid)} does not exist: built without it, "
-                       "or without /run/irqbalance): msixd cannot ban the IRQs it places from it. Ban them in "
-                       "irqbalance's own configuration: IRQBALANCE_BANNED_CPULIST, --banirq, or a policy script "
-                       "answering ban=true"))
+                       "or without /run/irqbalance): msixd cannot ban the IRQs it places from it, and irqbalance "
+                       "will move them at its next rescan. Ban them in irqbalance's own configuration: --banirq "
+                       "for each IRQ, --banmod for a driver, or a --policyscript answering ban=true for the "
+                       "devices; IRQBALANCE_BANNED_CPULIST keeps irqbalance's own placements off the CPUs named, "
+                       "but does not stop it moving IRQs that are not banned (docs/policy.md)"))
             return
         shown = where if isinstance(where, str) else "the abstract socket"
+        if not verify and self.status().state in (LinkState.BANNED, LinkState.PARTIAL) and \
+                self.status().pid == instance.pid:
+            return
         try:
             self._sync(where, wanted)
         except kirqbalance.IrqbalanceError as err:
@@ -194,6 +211,19 @@ class IrqbalanceLink:
                        "command, later ones 16 KiB"))
         else:
             self._set(LinkStatus(LinkState.BANNED, instance.pid, shown, wanted, banned))
+
+    def _discover(self) -> kirqbalance.Instance | None:
+        """The irqbalance to talk to: one whose control socket is there (a cheap look, every check),
+        else, every SCAN_SECONDS, any process irqbalance-ui would take for it (a look at all of /proc)."""
+        with_socket = kirqbalance.with_socket(self._roots)
+        if with_socket:
+            return with_socket[0]
+        now = time.monotonic()
+        if self._instance is None and now - self._scanned < SCAN_SECONDS:
+            return None
+        self._scanned = now
+        found = kirqbalance.find(self._roots)
+        return found[0] if found else None
 
     def _sync(self, where: str | bytes, wanted: frozenset[int]) -> None:
         current = kirqbalance.setup(where, TIMEOUT_SECONDS).banned_irqs

@@ -218,6 +218,7 @@ class Reconciler:
         self._drift_passes = 0
         # Readers' copies: under _state_lock.
         self._claims: dict[tuple[str, int], str] = {}
+        self._state_counts: Counter[str] = Counter()
         self.stats = Stats()
         self.heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue()
@@ -263,8 +264,18 @@ class Reconciler:
         with self._state_lock:
             return self._claims.get((bdf, index))
 
+    def irqbalance_status(self) -> LinkStatus | None:
+        return self._irqbalance.status() if self._irqbalance is not None else None
+
+    def vector_states(self) -> Counter[str]:
+        """How many vectors the rules select, by state, as the last pass left them (for metrics)."""
+        with self._state_lock:
+            return Counter(self._state_counts)
+
     def report(self, bdf: str | None = None) -> Report:
-        """Every vector a rule selects, as the kernel has it now (a dry run of a full pass)."""
+        """Every vector a rule selects (of one device, with bdf), as the kernel has it now (a dry run
+        of a full pass). Raises InvalidBdf."""
+        bdf = pci.parse_bdf(bdf) if bdf else None
         decisions = self._coalescer.run("report", lambda: self._dry_run(self._policy))
         chosen = tuple(d for d in decisions if bdf is None or d.bdf == bdf)
         return Report(self._policy, chosen, self._irqbalance.status() if self._irqbalance else None,
@@ -316,6 +327,8 @@ class Reconciler:
                 return
             try:
                 self._handle(items)
+                if any(kind == "reload" for kind, _ in items):
+                    next_drift = time.monotonic() + self.interval  # the interval may have changed
                 if time.monotonic() >= next_drift:
                     with self._pass_lock:
                         self._drift_pass()
@@ -788,8 +801,10 @@ class Reconciler:
         """What readers see between passes: the claims, and the ban list for irqbalance."""
         claims: dict[tuple[str, int], str] = {}
         banned: set[int] = set()
+        counts: Counter[str] = Counter()
         for bdf, device in self._devices.items():
             for decision in device.decisions.values():
+                counts[decision.state.value] += 1
                 if decision.state in PLACING:
                     banned.add(decision.irq)
                     if decision.rule.on_drift is OnDrift.CORRECT:
@@ -797,6 +812,7 @@ class Reconciler:
         banned |= self._owned_placements()
         with self._state_lock:
             self._claims = claims
+            self._state_counts = counts
         if self._irqbalance is not None:
             self._irqbalance.want(frozenset(banned))
 

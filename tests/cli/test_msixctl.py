@@ -182,7 +182,7 @@ def test_every_command_with_bad_arguments_is_one_line(command: str, tmp_path: Pa
     assert bad_option.returncode == 2
     assert bad_option.stderr.count("\n") == 1 and bad_option.stderr.startswith("msixctl: ") and bad_option.stdout == ""
     arguments = {"enable": ["--vectors", "2"], "trigger": ["1"], "affinity": ["1", "0"]}.get(command, [])
-    bdf_first = command not in ("list", "domains", "status")
+    bdf_first = command not in ("list", "domains", "status", "policy", "diff", "apply")
     no_daemon = msixctl("--socket", str(tmp_path / "none.sock"), command, *(["../../x"] if bdf_first else []), *arguments)
     assert no_daemon.returncode == 3
     assert no_daemon.stderr.count("\n") == 1 and "Traceback" not in no_daemon.stderr

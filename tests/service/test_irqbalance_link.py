@@ -85,6 +85,18 @@ def test_a_restarted_irqbalance_gets_the_list_again(root: Path) -> None:
         fresh.close()
 
 
+def test_an_irqbalance_with_a_socket_is_found_at_the_next_check(root: Path) -> None:
+    ours = link(root)
+    ours.step()
+    fake = running(root, 900)  # within SCAN_SECONDS of the last look through /proc
+    try:
+        ours.want(frozenset({40}))
+        ours.step()
+        assert ours.status().pid == 900 and fake.banned == [40]
+    finally:
+        fake.close()
+
+
 def test_the_same_pid_started_again_is_a_new_irqbalance(root: Path) -> None:
     fake = running(root, 700, start_time=100)
     ours = link(root)
@@ -105,6 +117,9 @@ def test_no_irqbalance_and_one_without_a_socket(root: Path, monkeypatch: pytest.
     ours.step()
     assert ours.status().state is LinkState.NOT_RUNNING
     fake_process(KernelRoots.under(root).procfs, 800)
+    ours.step()
+    assert ours.status().state is LinkState.NOT_RUNNING, "all of /proc is read only every SCAN_SECONDS"
+    monkeypatch.setattr("msixd.service.irqbalance.SCAN_SECONDS", 0.0)
     ours.step()
     assert ours.status().state is LinkState.STARTING, "its socket may not be there yet"
     monkeypatch.setattr("msixd.service.irqbalance.SOCKET_GRACE_SECONDS", 0.0)

@@ -1,0 +1,126 @@
+"""Placement policy for people: rules, vectors, changes, and what irqbalance was told."""
+
+from __future__ import annotations
+
+import time
+
+from msixctl.render import console, cpulist, enum_name, table
+from msixd.api.msix.v1 import msix_pb2 as pb
+
+STATE_WORDS = {
+    pb.VECTOR_POLICY_STATE_IN_PLACE: "in place",
+    pb.VECTOR_POLICY_STATE_PENDING: "pending",
+    pb.VECTOR_POLICY_STATE_DRIFTED: "drifted (observed)",
+    pb.VECTOR_POLICY_STATE_UNCHANGEABLE: "unchangeable",
+    pb.VECTOR_POLICY_STATE_NO_HANDLER: "no handler yet",
+    pb.VECTOR_POLICY_STATE_ERROR: "error",
+    pb.VECTOR_POLICY_STATE_LEFT_ALONE: "left alone",
+}
+
+
+def state(vector: pb.PolicyVector) -> str:
+    return STATE_WORDS.get(vector.state, "?")
+
+
+def rules(rules: list[pb.PolicyRule]) -> None:
+    grid = table("ORDER", "RULE", "FILE:LINE", "MATCH", "PLACE", "CPUS", "ON DRIFT")
+    for rule in rules:
+        cpus = "local" if rule.cpus_local else cpulist(rule.cpus)
+        cpus += " (force)" if rule.force else ""
+        grid.add_row(str(rule.order), rule.name, f"{rule.file}:{rule.line}", rule.match,
+                     enum_name(pb.PolicyAction, rule.action, "POLICY_ACTION_"), cpus,
+                     enum_name(pb.OnDrift, rule.on_drift, "ON_DRIFT_"))
+    console().print(grid)
+
+
+def vectors(vectors: list[pb.PolicyVector]) -> None:
+    grid = table("BDF", "VECTOR", "IRQ", "RULE", "STATE", "AFFINITY", "TARGET", "DETAIL")
+    for vector in vectors:
+        detail = vector.detail
+        if vector.shadowed:
+            detail = "; ".join(filter(None, [detail, f"shadows {', '.join(vector.shadowed)}"]))
+        grid.add_row(vector.bdf, str(vector.vector), str(vector.irq), vector.rule, state(vector),
+                     cpulist(vector.affinity), cpulist(vector.target) if vector.target else "-", detail or "")
+    console().print(grid)
+
+
+def irqbalance(link: pb.IrqbalanceLink) -> str:
+    words = enum_name(pb.IrqbalanceState, link.state, "IRQBALANCE_STATE_").replace("-", " ")
+    parts = [words]
+    if link.pid:
+        parts.append(f"pid {link.pid}")
+    if link.state in (pb.IRQBALANCE_STATE_BANNED, pb.IRQBALANCE_STATE_PARTIAL):
+        parts.append(f"msixd bans IRQ {cpulist(link.wanted)}" if link.wanted else "msixd bans nothing")
+    text = ", ".join(parts)
+    return f"{text}: {link.detail}" if link.detail else text
+
+
+def report(value: pb.PolicyReport) -> None:
+    out = console()
+    status = value.reconciler
+    made = ", ".join(f"{reason} {count}" for reason, count in sorted(status.corrections.items()) if count) or "none"
+    last = f", last {status.last_pass_seconds * 1000:.1f} ms at {time.strftime('%H:%M:%S', time.localtime(status.last_pass_time))}" \
+        if status.last_pass_time else ""
+    lines = [
+        ("policy", f"{value.directory}: {len(value.files)} files, {len(value.rules)} rules"),
+        ("reconciler", f"every {status.interval_seconds:g} s, uevents {'on' if status.uevents else 'off'}, "
+                       f"{status.passes} passes{last}"),
+        ("placements", f"{made}; {status.failures} refused by the kernel; {status.drift_observed} moves observed"),
+    ]
+    if value.HasField("irqbalance"):
+        lines.append(("irqbalance", irqbalance(value.irqbalance)))
+    if value.trial:
+        lines.append(("trial", f"{value.trial} (msixctl apply -f; not saved: the next reload reads policy.d)"))
+    for label, text in lines:
+        out.print(f"{label + ':':<12}{text}", highlight=False)
+    if not value.rules:
+        out.print("no rules: msixd places nothing on its own (see /etc/msixd/policy.d and the README)")
+        return
+    out.print()
+    rules(list(value.rules))
+    if value.vectors:
+        out.print()
+        vectors(list(value.vectors))
+    else:
+        out.print("\nno vector is selected by any rule")
+
+
+def diff(value: pb.DiffPolicyResponse) -> None:
+    if not value.changes:
+        print("no changes: every vector is where the policy puts it")
+        return
+    grid = table("BDF", "VECTOR", "IRQ", "RULE", "FROM", "TO")
+    for vector in value.changes:
+        grid.add_row(vector.bdf, str(vector.vector), str(vector.irq), vector.rule, cpulist(vector.affinity),
+                     cpulist(vector.target))
+    console().print(grid)
+
+
+def applied(value: pb.ApplyPolicyResponse) -> None:
+    out = console()
+    head = f"{len(value.rules)} rules from {len(value.files)} files"
+    if value.dry_run:
+        out.print(f"{head}: a dry run, nothing changed", highlight=False)
+        if value.pending:
+            grid = table("BDF", "VECTOR", "IRQ", "RULE", "FROM", "WOULD GO TO")
+            for vector in value.pending:
+                grid.add_row(vector.bdf, str(vector.vector), str(vector.irq), vector.rule, cpulist(vector.affinity),
+                             cpulist(vector.target))
+            out.print(grid)
+        else:
+            out.print("no vector would move")
+    else:
+        placed = sum(1 for c in value.corrections if not c.error)
+        out.print(f"{head} applied: {placed} vectors placed", highlight=False)
+        if value.corrections:
+            grid = table("BDF", "VECTOR", "IRQ", "RULE", "FROM", "TO", "EFFECTIVE", "RESULT")
+            for c in value.corrections:
+                grid.add_row(c.bdf, str(c.vector), str(c.irq), c.rule, cpulist(c.previous), cpulist(c.target),
+                             cpulist(c.effective), c.error or "placed")
+            out.print(grid)
+    if value.problems:
+        out.print("\nvectors the policy cannot place:")
+        vectors(list(value.problems))
+    if value.trial:
+        out.print(f"\nnote: {value.trial} is not saved: copy it into policy.d to keep it across reloads and "
+                  "restarts", highlight=False)
