@@ -145,3 +145,12 @@ def test_a_trial_file_replaces_its_namesake_or_is_added(tmp_path: Path) -> None:
 def test_a_trial_file_name_is_a_plain_toml_name(name: str) -> None:
     with pytest.raises(PolicyError, match="plain file name"):
         check_file_name(name)
+
+
+def test_the_readme_example_is_a_valid_policy() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Placement policy", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    rules = parse(example, "50-example.toml")
+    assert [(r.name, r.place) for r in rules] == [("nic-queues", Place.SPREAD), ("nic-rest", Place.LEAVE),
+                                                  ("nvme", Place.PIN), ("mlx-node1", Place.BALANCE)]
