@@ -48,7 +48,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -67,6 +67,7 @@ from msixd.service.policy import DeviceFacts, OnDrift, Place, Policy, Rule, load
 
 log = structlog.get_logger(__name__)
 audit = structlog.get_logger("msixd.audit")
+T = TypeVar("T")
 
 # After a uevent on a device, look at it again this long (seconds after the event).
 SETTLE_AFTER = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
@@ -190,6 +191,12 @@ class _Context:
     load: dict[int, float]
 
 
+def _drop(table: dict[tuple[str, int], T], bdf: str, keep: frozenset[int]) -> None:
+    """Remove the device's entries (keyed by BDF and IRQ) whose IRQ is not in keep."""
+    for key in [k for k in table if k[0] == bdf and k[1] not in keep]:
+        del table[key]
+
+
 class Reconciler:
     def __init__(self, roots: KernelRoots, placement: Placement, owner: Owner, policy_dir: Path,
                  interval: float = 10.0, irqbalance: IrqbalanceLink | None = None,
@@ -291,8 +298,7 @@ class Reconciler:
         with dry_run, only answer what would change. PolicyError when a file is wrong."""
         policy = load(self.policy_dir, trial)
         if dry_run:
-            decisions = self._dry_run(policy)
-            return Applied(policy, tuple(decisions), (), True)
+            return Applied(policy, tuple(self._dry_run(policy)), (), True)
         with self._pass_lock:
             self._policy = policy
             corrections = self._full_pass(Reason.APPLY, fresh=True)
@@ -653,9 +659,10 @@ class Reconciler:
 
     def _purge(self, bdf: str, keep: frozenset[int]) -> None:
         """Forget what was known of the device's IRQs that are not in keep."""
-        for table in (self._placed, self._unchangeable, self._rejected, self._observed):
-            for key in [k for k in table if k[0] == bdf and k[1] not in keep]:
-                del table[key]  # type: ignore[attr-defined]
+        _drop(self._placed, bdf, keep)
+        _drop(self._unchangeable, bdf, keep)
+        _drop(self._rejected, bdf, keep)
+        _drop(self._observed, bdf, keep)
         device = self._devices.get(bdf)
         if device is not None:
             indexes = {v.index for v in device.vectors if v.irq not in keep}
@@ -743,6 +750,7 @@ class Reconciler:
                     correction = self._correct(decision, self._reason(decision, reason))
                     corrections.append(correction)
                     device.decisions[irq] = self._after(decision, correction)
+        self._publish()  # whatever looked at the devices: the claims and the bans follow at once
         return corrections
 
     def _correct(self, decision: Decision, reason: Reason) -> Correction:

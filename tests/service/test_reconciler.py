@@ -183,14 +183,19 @@ def test_spread_over_local_cpus_minus_isolated_and_banned(world: World, root: Pa
     assert "all offline, isolated, nohz_full or banned" in report.decisions[0].detail
 
 
+def stat(cpu0_irq: int, cpu1_irq: int) -> str:
+    """/proc/stat with these irq times (USER_HZ) for CPUs 0 and 1."""
+    return f"cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 {cpu0_irq} 0 0 0 0\ncpu1 0 0 0 0 0 {cpu1_irq} 0 0 0 0\n"
+
+
 def test_balance_deals_more_vectors_to_the_cpu_with_less_interrupt_time(world: World, root: Path) -> None:
-    (root / "proc/stat").write_text("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 900 0 0 0 0\ncpu1 0 0 0 0 0 100 0 0 0 0\n")
+    (root / "proc/stat").write_text(stat(900, 100))
     world.policy('[[rule]]\nname = "b"\nmatch = { bdf = "0000:00:04.0" }\nplace = "balance"\n')
     world.reconciler.apply()
     placed = [world.affinity(i) for i in (40, 41, 42, 43)]
     assert placed.count("1") > placed.count("0"), placed
     # The load changes; the choice stays (a pass that followed the load would be churn).
-    (root / "proc/stat").write_text("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 900 0 0 0 0\ncpu1 0 0 0 0 0 9000 0 0 0 0\n")
+    (root / "proc/stat").write_text(stat(900, 9000))
     drift(world)
     assert [world.affinity(i) for i in (40, 41, 42, 43)] == placed
     world.move(40, "0-1")
@@ -314,7 +319,8 @@ def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
 
 
 def test_a_uevent_brings_a_device_back_into_the_policy_at_once(root: Path, tmp_path: Path) -> None:
-    """The periodic pass is an hour away: only the uevent can have done it."""
+    """The periodic pass is an hour away: only the uevent can have done it. Its IRQs are banned from
+    irqbalance, and placing them by hand is refused, as soon as they are placed."""
     events = Events()
     policy_dir = root / "etc/msixd/policy.d"
     policy_dir.mkdir(parents=True)
@@ -322,6 +328,8 @@ def test_a_uevent_brings_a_device_back_into_the_policy_at_once(root: Path, tmp_p
                                         'place = "pin"\ncpus = "1"\n')
     services = Services.build(KernelRoots.under(root), tmp_path / "state.json", policy_dir=policy_dir,
                               interval=3600, irqbalance=False, uevents=events)
+    wanted: list[frozenset[int]] = []
+    services.irqbalance.want = wanted.append  # type: ignore[method-assign]
     reconciler = services.reconciler
     reconciler.load_policy()
     # The device is unbound: no driver, no IRQs.
@@ -339,6 +347,8 @@ def test_a_uevent_brings_a_device_back_into_the_policy_at_once(root: Path, tmp_p
                                  {"PCI_SLOT_NAME": VIRTIO, "DRIVER": "virtio-pci"}))
         wait_for(lambda: (root / "proc/irq/41/smp_affinity_list").read_text() == "1")
         assert reconciler.stats.corrections["hotplug"] == 4
+        wait_for(lambda: bool(wanted) and wanted[-1] == {40, 41, 42, 43})
+        assert reconciler.claimed(VIRTIO, 1) is not None
     finally:
         reconciler.stop()
 
