@@ -324,7 +324,8 @@ def apply(
     file: Annotated[Optional[str], typer.Option("--file", "-f", metavar="FILE",
                                                 help="a policy file to apply with policy.d's (added, or in place "
                                                      "of the file of its name); not saved")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="check and show what would change, change nothing")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run",
+                                          help="check and show what would change, change nothing")] = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Read /etc/msixd/policy.d again and place every vector as it says, now.

@@ -59,8 +59,8 @@ def report(value: pb.PolicyReport) -> None:
     out = console()
     status = value.reconciler
     made = ", ".join(f"{reason} {count}" for reason, count in sorted(status.corrections.items()) if count) or "none"
-    last = f", last {status.last_pass_seconds * 1000:.1f} ms at {time.strftime('%H:%M:%S', time.localtime(status.last_pass_time))}" \
-        if status.last_pass_time else ""
+    when = time.strftime("%H:%M:%S", time.localtime(status.last_pass_time))
+    last = f", last {status.last_pass_seconds * 1000:.1f} ms at {when}" if status.last_pass_time else ""
     lines = [
         ("policy", f"{value.directory}: {len(value.files)} files, {len(value.rules)} rules"),
         ("reconciler", f"every {status.interval_seconds:g} s, uevents {'on' if status.uevents else 'off'}, "

@@ -65,8 +65,8 @@ class PolicyCollector(Collector):
         yield CounterMetricFamily("msixd_policy_uevents", "Kernel uevents received", value=stats.uevents)
         states = GaugeMetricFamily("msixd_policy_vectors", "Vectors the rules select, by state", labels=["state"])
         counts = self._reconciler.vector_states()
-        for state in VectorState:
-            states.add_metric([state.value], counts.get(state.value, 0))
+        for vector_state in VectorState:
+            states.add_metric([vector_state.value], counts.get(vector_state.value, 0))
         yield states
         link = self._reconciler.irqbalance_status()
         if link is not None:

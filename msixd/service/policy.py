@@ -234,8 +234,9 @@ class _Lines:
 
 
 def _strings(where: _Lines, line: int, key: str, value: object) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(item, str) and item for item in items):
+    raw: list[object] = value if isinstance(value, list) else [value]
+    items = [item for item in raw if isinstance(item, str) and item]
+    if not raw or len(items) != len(raw):
         raise where.error(line, f"match.{key} must be a non-empty string or a list of them")
     if len(items) > 256 or any(len(item) > 256 for item in items):
         raise where.error(line, f"match.{key}: at most 256 items of at most 256 characters")
@@ -244,7 +245,8 @@ def _strings(where: _Lines, line: int, key: str, value: object) -> tuple[str, ..
 
 def _selector(where: _Lines, position: int, raw: object) -> Selector:
     if not isinstance(raw, dict):
-        raise where.error(where.key_line(position, "match"), "match must be a table, e.g. match = { driver = \"nvme\" }")
+        raise where.error(where.key_line(position, "match"),
+                          "match must be a table, e.g. match = { driver = \"nvme\" }")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         line = where.key_line(position, key)
