@@ -10,14 +10,16 @@ interfaces and block devices belong to a PCI function comes from the links in
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from msixd.errors import InvalidCpuList, KernelFormatError
+from msixd.errors import InvalidCpuList, KernelFormatError, ResourceExhausted
 from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.files import U32_MAX, U64_MAX, decimal, list_dir, read_bytes, read_text
+from msixd.kernel.files import U32_MAX, U64_MAX, decimal, list_dir, read_bytes, read_link_name, read_text
 from msixd.kernel.pci import device_dir
 from msixd.kernel.roots import KernelRoots
 
@@ -63,6 +65,45 @@ def read_affinity_raw(roots: KernelRoots, irq: int) -> bytes | None:
     return read_bytes(affinity_path(roots, irq))
 
 
+def changed_affinities(roots: KernelRoots, expected: Sequence[tuple[int, bytes | None]]) -> list[int]:
+    """The IRQs whose smp_affinity_list is not what is expected (the text without its newline; None:
+    no /proc/irq/<irq>, no handler requested yet).
+
+    The drift check of every placed vector, every few seconds: one open, read and close per IRQ,
+    relative to one descriptor of /proc/irq, and nothing parsed when the text is as expected.
+    """
+    changed = []
+    opened, read, close = os.open, os.read, os.close
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    try:
+        directory = opened(f"{roots.procfs}/irq", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return [irq for irq, text in expected if text is not None]
+    try:
+        for irq, text in expected:
+            try:
+                fd = opened(f"{irq}/smp_affinity_list", flags, dir_fd=directory)
+            except FileNotFoundError:
+                if text is not None:
+                    changed.append(irq)
+                continue
+            try:
+                data = read(fd, 4096)
+            except OSError:
+                data = b""
+            finally:
+                close(fd)
+            if text is None or (data != text and data.rstrip(b"\n") != text):
+                changed.append(irq)
+    except OSError as err:
+        if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+            raise ResourceExhausted(f"cannot read {roots.procfs}/irq: {os.strerror(err.errno)}") from err
+        raise
+    finally:
+        close(directory)
+    return changed
+
+
 def parse_affinity(roots: KernelRoots, irq: int, raw: bytes) -> frozenset[int]:
     text = raw.decode("ascii", "replace").strip()
     try:
@@ -78,6 +119,11 @@ def affinity_writable(roots: KernelRoots, irq: int) -> bool | None:
         return bool(os.stat(affinity_path(roots, irq)).st_mode & stat.S_IWUSR)
     except FileNotFoundError:
         return None
+
+
+def driver_name(roots: KernelRoots, bdf: str) -> str | None:
+    """The driver bound to the function (its driver link's last component), or None."""
+    return read_link_name(f"{device_dir(roots, bdf)}/driver")
 
 
 def bdf_in_path(path: str) -> str | None:

@@ -14,7 +14,8 @@ When it looks:
   vector someone else moved is put back (or, under ``on_drift = "observe"``,
   reported once per move); a device whose IRQs changed, or whose driver
   requested a handler, is looked at again. Without uevents (a container
-  outside the host's network namespace) every sixth pass is a full one.
+  outside the host's network namespace) each drift pass also lists every
+  other function's IRQs and driver, and looks again at those that changed.
 
 Every write goes through Placement (msixd/service/placement.py): the same
 checks, locks, read-back and record as ``msixctl affinity``. Each correction
@@ -71,7 +72,6 @@ T = TypeVar("T")
 
 # After a uevent on a device, look at it again this long (seconds after the event).
 SETTLE_AFTER = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
-FULL_PASS_EVERY_WITHOUT_UEVENTS = 6
 UEVENT_SUBSYSTEMS = frozenset({"pci", "net", "block", "cpu"})
 
 
@@ -178,6 +178,11 @@ class _Device:
     irqs: frozenset[int]
     vectors: list[_Vector]
     decisions: dict[int, Decision] = field(default_factory=dict)  # by IRQ
+    # Made from the decisions after each pass that changed them (_summarize):
+    watch: list[tuple[int, bytes | None]] = field(default_factory=list)  # what a drift pass reads
+    placed: frozenset[int] = frozenset()  # IRQs a rule places: banned from irqbalance
+    claims: dict[tuple[str, int], str] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -222,10 +227,12 @@ class Reconciler:
         self._observed: dict[tuple[str, int], frozenset[int]] = {}  # drift reported under observe
         self._load_sample: dict[int, float] | None = None
         self._settling: dict[str, list[float]] = {}  # bdf -> when to look at it again
-        self._drift_passes = 0
+        self._untracked: dict[str, tuple[object, ...]] = {}  # without uevents: see _discover
         # Readers' copies: under _state_lock.
         self._claims: dict[tuple[str, int], str] = {}
         self._state_counts: Counter[str] = Counter()
+        self._placed_irqs: frozenset[int] = frozenset()
+        self._summaries_changed = False
         self.stats = Stats()
         self.heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue()
@@ -628,7 +635,10 @@ class Reconciler:
             self._purge(bdf, keep=frozenset())
         self._decide(devices, policy, context, self._balanced)
         self._devices = devices
+        self._summaries_changed = True
         corrections = self._enforce(list(devices), reason)
+        if self._uevents is None:
+            self._untracked = self._untracked_signatures()
         self.stats.full_passes += 1
         self._finish(started)
         return corrections
@@ -646,7 +656,8 @@ class Reconciler:
                 device = None
             if device is None:
                 self._purge(bdf, keep=frozenset())
-                self._devices.pop(bdf, None)
+                if self._devices.pop(bdf, None) is not None:
+                    self._summaries_changed = True
             else:
                 self._purge(bdf, keep=device.irqs)
                 scanned[bdf] = device
@@ -670,28 +681,39 @@ class Reconciler:
                 del self._balanced[key]
 
     def _check_device(self, bdf: str, reason: Reason) -> list[Correction]:
-        """The drift check of one device: its IRQs, then each placed vector's affinity (one read
-        each, compared as the kernel prints it)."""
+        """The drift check of one device: its IRQs listed, then each placed vector's affinity read
+        (one read each, compared as the kernel prints it, nothing parsed when it is as expected)."""
         device = self._devices.get(bdf)
         irqs = vectors.msi_irq_numbers(self._roots, bdf)
         if device is None:
             return self._rescan_devices([bdf], reason) if irqs else []
         if irqs != device.irqs:
             return self._rescan_devices([bdf], reason)
-        moved = False
-        for decision in device.decisions.values():
-            if decision.state not in PLACING or decision.target is None:
-                continue
-            raw = vectors.read_affinity_raw(self._roots, decision.irq)
-            if decision.state is VectorState.NO_HANDLER:
-                if raw is not None:  # its driver requested it: its handler names are known now
-                    return self._rescan_devices([bdf], reason)
-                continue
+        changed = vectors.changed_affinities(self._roots, device.watch)
+        if not changed:
+            return []
+        decisions = device.decisions
+        if any(decisions[irq].state is VectorState.NO_HANDLER for irq in changed if irq in decisions):
+            return self._rescan_devices([bdf], reason)  # its driver requested it: its handler names are known now
+        return self._recheck(device, changed, reason)
+
+    def _recheck(self, device: _Device, irqs: list[int], reason: Reason) -> list[Correction]:
+        """Decide again the vectors whose affinity changed, against the targets they had."""
+        bdf = device.facts.bdf
+        for irq in irqs:
+            old = device.decisions[irq]
+            raw = vectors.read_affinity_raw(self._roots, irq)
             if raw is None:
-                continue  # freed: the next listing tells
-            if raw != f"{format_cpulist(decision.affinity)}\n".encode():
-                moved = True
-        return self._redecide(bdf, reason) if moved else []
+                return self._rescan_devices([bdf], reason)  # freed meanwhile
+            try:
+                affinity = vectors.parse_affinity(self._roots, irq, raw)
+            except KernelFormatError as err:
+                log.warning("policy: unreadable affinity", bdf=bdf, irq=irq, error=str(err))
+                continue
+            writable = vectors.affinity_writable(self._roots, irq)
+            device.decisions[irq] = self._decision(bdf, _Vector(irq, old.index, ()), old.rule, old.shadowed, affinity,
+                                                   writable, old.target, "")
+        return self._enforce([bdf], reason)
 
     def _redecide(self, bdf: str, reason: Reason) -> list[Correction]:
         """Decide a known device's vectors again from their affinities now, and enforce."""
@@ -702,22 +724,40 @@ class Reconciler:
 
     def _drift_pass(self) -> list[Correction]:
         started = time.perf_counter()
-        self._drift_passes += 1
-        if self._uevents is None and self._drift_passes % FULL_PASS_EVERY_WITHOUT_UEVENTS == 0:
-            return self._full_pass(Reason.NEW_VECTOR)
         corrections = []
         for bdf in list(self._devices):
             corrections += self._check_device(bdf, Reason.DRIFT)
+        if self._uevents is None:
+            corrections += self._discover(Reason.DRIFT)
         self._finish(started)
         return corrections
 
+    def _untracked_signatures(self) -> dict[str, tuple[object, ...]]:
+        """For every PCI function no rule selects: what would make a rule select it now (its IRQs,
+        its driver, and its names when rules select by them)."""
+        names_used = [name for name in ("interface", "block") if self._uses(name)]
+        interfaces = vectors.interfaces(self._roots) if "interface" in names_used else {}
+        blocks = vectors.block_devices(self._roots) if "block" in names_used else {}
+        return {bdf: (vectors.msi_irq_numbers(self._roots, bdf), vectors.driver_name(self._roots, bdf),
+                      interfaces.get(bdf), blocks.get(bdf))
+                for bdf in pci.list_bdfs(self._roots) if bdf not in self._devices}
+
+    def _discover(self, reason: Reason) -> list[Correction]:
+        """Without uevents: the functions no rule selected whose IRQs, driver or names changed since
+        the last look are looked at again (a listing and a link per function, not a full pass)."""
+        signatures = self._untracked_signatures()
+        changed = [bdf for bdf, signature in signatures.items()
+                   if signature != self._untracked.get(bdf) and signature[0]]
+        self._untracked = signatures
+        return self._rescan_devices(changed, reason) if changed else []
+
     def _finish(self, started: float) -> None:
+        self._publish()
         seconds = time.perf_counter() - started
         self.stats.passes += 1
         self.stats.last_pass_seconds = seconds
         self.stats.pass_seconds_total += seconds
         self.stats.last_pass_time = time.time()
-        self._publish()
 
     # Acting
 
@@ -750,8 +790,35 @@ class Reconciler:
                     correction = self._correct(decision, self._reason(decision, reason))
                     corrections.append(correction)
                     device.decisions[irq] = self._after(decision, correction)
+            self._summarize(device)
         self._publish()  # whatever looked at the devices: the claims and the bans follow at once
         return corrections
+
+    def _summarize(self, device: _Device) -> None:
+        """What the drift pass reads, and what readers and irqbalance are told, for one device."""
+        watch: list[tuple[int, bytes | None]] = []
+        placed = set()
+        claims: dict[tuple[str, int], str] = {}
+        shown: dict[str, str] = {}
+        for irq, decision in device.decisions.items():
+            state = decision.state
+            if state is VectorState.NO_HANDLER:
+                watch.append((irq, None))
+            elif state is VectorState.IN_PLACE or state is VectorState.DRIFTED or state is VectorState.PENDING:
+                watch.append((irq, format_cpulist(decision.affinity).encode()))
+            else:
+                continue
+            placed.add(irq)
+            rule = decision.rule
+            if rule.on_drift is OnDrift.CORRECT:
+                if rule.name not in shown:
+                    shown[rule.name] = f"{rule.name} ({rule.where})"
+                claims[(device.facts.bdf, decision.index)] = shown[rule.name]
+        device.watch = watch
+        device.placed = frozenset(placed)
+        device.claims = claims
+        device.counts = Counter(decision.state.value for decision in device.decisions.values())
+        self._summaries_changed = True
 
     def _correct(self, decision: Decision, reason: Reason) -> Correction:
         assert decision.target is not None
@@ -806,23 +873,23 @@ class Reconciler:
         return replace(decision, state=VectorState.ERROR, detail=correction.error)
 
     def _publish(self) -> None:
-        """What readers see between passes: the claims, and the ban list for irqbalance."""
-        claims: dict[tuple[str, int], str] = {}
-        banned: set[int] = set()
-        counts: Counter[str] = Counter()
-        for bdf, device in self._devices.items():
-            for decision in device.decisions.values():
-                counts[decision.state.value] += 1
-                if decision.state in PLACING:
-                    banned.add(decision.irq)
-                    if decision.rule.on_drift is OnDrift.CORRECT:
-                        claims[(bdf, decision.index)] = f"{decision.rule.name} ({decision.rule.where})"
-        banned |= self._owned_placements()
-        with self._state_lock:
-            self._claims = claims
-            self._state_counts = counts
+        """What readers see between passes: the claims, and the ban list for irqbalance (the IRQs the
+        rules place, and the owned vectors msixd placed)."""
+        if self._summaries_changed:
+            claims: dict[tuple[str, int], str] = {}
+            counts: Counter[str] = Counter()
+            placed: set[int] = set()
+            for device in self._devices.values():
+                claims.update(device.claims)
+                counts.update(device.counts)
+                placed |= device.placed
+            self._placed_irqs = frozenset(placed)
+            with self._state_lock:
+                self._claims = claims
+                self._state_counts = counts
+            self._summaries_changed = False
         if self._irqbalance is not None:
-            self._irqbalance.want(frozenset(banned))
+            self._irqbalance.want(self._placed_irqs | self._owned_placements())
 
     def _owned_placements(self) -> set[int]:
         """IRQs of the vectors msixd owns and placed (msixctl affinity on an owned device)."""

@@ -377,3 +377,28 @@ def test_a_reload_with_a_broken_file_keeps_the_running_policy(root: Path, tmp_pa
         wait_for(lambda: (root / "proc/irq/38/smp_affinity_list").read_text() == "0")
     finally:
         reconciler.stop()
+
+
+def test_without_uevents_a_drift_pass_finds_a_device_that_was_bound(world: World, root: Path) -> None:
+    device = root / "sys/bus/pci/devices" / VIRTIO
+    (device / "driver").unlink()
+    shutil.move(device / "msi_irqs", root / "msi_irqs")
+    world.policy('[[rule]]\nname = "v"\nmatch = { driver = "virtio-pci", bdf = "*:04.0" }\nplace = "pin"\ncpus = "1"\n')
+    world.reconciler.apply()
+    assert drift(world) == []
+    (device / "driver").symlink_to("../../../bus/pci/drivers/virtio-pci")
+    shutil.move(root / "msi_irqs", device / "msi_irqs")
+    assert {(c.irq, c.reason) for c in drift(world)} == {(irq, Reason.NEW_VECTOR) for irq in (40, 41, 42, 43)}
+    assert drift(world) == []
+
+
+def test_changed_affinities_reads_each_once_and_parses_nothing_in_place(root: Path) -> None:
+    from msixd.kernel import vectors
+
+    roots = KernelRoots.under(root)
+    (root / "proc/irq/41/smp_affinity_list").write_text("1")  # a regular file: no newline, as written
+    shutil.rmtree(root / "proc/irq/42")
+    expected = [(40, b"0-1"), (41, b"1"), (42, b"0-1"), (43, b"0"), (42, None), (44, None)]
+    assert vectors.changed_affinities(roots, expected) == [42, 43]
+    shutil.rmtree(root / "proc/irq")
+    assert vectors.changed_affinities(roots, expected) == [40, 41, 42, 43]
