@@ -150,6 +150,9 @@ def _toml(text: str, source: str) -> dict[str, object]:
         if at:  # "<source>, line N: ..." like every other error here
             message = str(err)[: at.start()].rstrip()
             raise ConfigError(f"{source}, line {at.group(1)}: {message} (column {at.group(2)})") from None
+        if str(err).endswith("(at end of document)"):  # the last line is where it ends
+            message = str(err)[: -len("(at end of document)")].rstrip()
+            raise ConfigError(f"{source}, line {_line_at(text, len(text))}: {message} (at the end)") from None
         raise ConfigError(f"{source}: {err}") from None
     except RecursionError:
         line_number = _too_deep(text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from msixd.service.policy import DeviceFacts, OnDrift, Place, PolicyError, check_file_name, load, parse
 
@@ -154,3 +156,55 @@ def test_the_readme_example_is_a_valid_policy() -> None:
     rules = parse(example, "50-example.toml")
     assert [(r.name, r.place) for r in rules] == [("nic-queues", Place.SPREAD), ("nic-rest", Place.LEAVE),
                                                   ("nvme", Place.PIN), ("mlx-node1", Place.BALANCE)]
+
+
+VALUES = st.one_of(st.text(max_size=12), st.integers(-3, 70000), st.booleans(), st.floats(allow_nan=True),
+                   st.lists(st.one_of(st.text(max_size=6), st.integers(-1, 3)), max_size=3),
+                   st.sampled_from(["pin", "spread", "balance", "leave", "local", "0-3", "3-1", "0x02", "8086:*",
+                                    "correct", "observe", "*-rx-*", "0000:00:04.0"]))
+KEYS = st.sampled_from(["name", "place", "cpus", "force", "on_drift", "match", "colour"])
+SELECTORS = st.sampled_from(["bdf", "device", "driver", "class", "numa_node", "interface", "block", "vectors",
+                             "actions", "slot"])
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if value == value and abs(value) != float("inf") else "nan"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+@st.composite
+def policy_files(draw: st.DrawFn) -> str:
+    rules = []
+    for _ in range(draw(st.integers(0, 3))):
+        lines = ["[[rule]]"]
+        for key in draw(st.lists(KEYS, max_size=6, unique=True)):
+            if key == "match":
+                selectors = draw(st.dictionaries(SELECTORS, VALUES, max_size=3))
+                lines.append("match = { " + ", ".join(f"{k} = {toml_value(v)}" for k, v in selectors.items()) + " }")
+            else:
+                lines.append(f"{key} = {toml_value(draw(VALUES))}")
+        rules.append("\n".join(lines))
+    text = "\n\n".join(rules) + "\n"
+    if draw(st.booleans()):  # and then damage it
+        cut = draw(st.integers(0, len(text)))
+        text = text[:cut] + draw(st.text(max_size=4)) + text[cut:]
+    return text
+
+
+@settings(max_examples=400, deadline=None)
+@given(policy_files())
+def test_any_policy_file_is_rules_or_one_error_naming_file_and_line(text: str) -> None:
+    try:
+        rules = parse(text, "90-fuzz.toml")
+    except PolicyError as err:
+        assert str(err).startswith("90-fuzz.toml"), str(err)
+        assert str(err).startswith("90-fuzz.toml, line "), str(err)
+        return
+    assert all(rule.name and rule.source == "90-fuzz.toml" and rule.line >= 1 for rule in rules)
