@@ -18,6 +18,11 @@ this machine's only. The parts:
 - vfio and watch, in a 6.1 and a 6.12 guest of the real-kernel bench
   (bench/vfio.py): enable and resize, and the CPU cost of counting loopback
   interrupts, against direct ioctls and a bare epoll loop;
+- lease, in the same guests (bench/lease.py): the latency from a loopback
+  trigger to the wake-up of a consumer holding a leased eventfd, against the
+  same with the eventfd of the process that called SET_IRQS;
+- cli: every msixctl command, start to exit, against a bare grpcio client
+  making the same RPC, and its --help against a bare typer app's (bench/cli.py).
 - policy: the placement reconciler on the same synthetic trees: CPU per full
   and drift pass, the share of one CPU at the default interval (goal: under 1%
   at 16384 IRQs), and the time from a vector moved by hand to its correction
@@ -70,34 +75,40 @@ def scaling(rows: list[dict]) -> dict[str, dict[str, float]]:
     return found
 
 
-def run_vfio(kernel: str, out: Path) -> dict | None:
+def run_in_guest(part: str, kernel: str, out: Path) -> dict | None:
+    """python -m bench.<part> in a guest of the real-kernel bench; its JSON saved as <part>-<kernel>.json."""
     from tests.vm import bench
 
     problem = bench.why_not_runnable()
     if problem:
-        print(f"bench: vfio on {kernel} skipped: {problem}", file=sys.stderr)
+        print(f"bench: {part} on {kernel} skipped: {problem}", file=sys.stderr)
         return None
-    with tempfile.TemporaryDirectory(prefix=f"msixd-bench-vfio-{kernel}-") as shared:
+    with tempfile.TemporaryDirectory(prefix=f"msixd-bench-{part}-{kernel}-") as shared:
         rc = bench.main(["--kernel", kernel, "--out", shared, "--",
-                         "python", "-m", "bench.vfio", "--out", f"{bench.GUEST_OUT}/vfio.json"])
-        result = Path(shared) / "vfio.json"
+                         "python", "-m", f"bench.{part}", "--out", f"{bench.GUEST_OUT}/{part}.json"])
+        result = Path(shared) / f"{part}.json"
         if rc != 0 or not result.is_file():
-            print(f"bench: vfio on {kernel} failed (exit {rc})", file=sys.stderr)
+            print(f"bench: {part} on {kernel} failed (exit {rc})", file=sys.stderr)
             return None
         data = json.loads(result.read_text())
-    save(f"vfio-{kernel}", data, out)
+    save(f"{part}-{kernel}", data, out)
     return data
+
+
+def run_vfio(kernel: str, out: Path) -> dict | None:
+    return run_in_guest("vfio", kernel, out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a small grid and fewer calls: try the suite out")
-    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "policy", "report"], action="append",
+    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "lease", "cli", "policy", "report"],
+                        action="append",
                         help="run these parts only (repeatable); 'report' redraws from saved JSON")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's performance section")
     args = parser.parse_args(argv)
-    parts = set(args.only or ["inventory", "rpc", "vfio", "policy", "report"])
+    parts = set(args.only or ["inventory", "rpc", "vfio", "lease", "cli", "policy", "report"])
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     started = time.monotonic()
@@ -126,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         cpus, irqs = ([64, 256], [512, 4096]) if args.quick else ([64, 256, 1024], [512, 4096, 16384])
         results = policy.run(cpus, irqs, trials=3 if args.quick else 10)
         save("policy", {**results, "default_interval_s": policy.DEFAULT_INTERVAL, "machine": machine()}, args.out)
+    if "lease" in parts:
+        for kernel in ("6.1", "6.12"):
+            run_in_guest("lease", kernel, args.out)
+    if "cli" in parts:
+        from bench import cli
+
+        result = cli.run(runs=7 if args.quick else cli.RUNS, out=args.out)
+        save("cli", {**result, "machine": machine()}, args.out)
     if "report" in parts:
         from bench import report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from msixctl.render import console, cpulist, enum_name, table
+from msixctl.render import Table, cpulist, emit, enum_name, table
 from msixd.api.msix.v1 import msix_pb2 as pb
 
 STATE_WORDS = {
@@ -22,7 +22,7 @@ def state(vector: pb.PolicyVector) -> str:
     return STATE_WORDS.get(vector.state, "?")
 
 
-def rules(rules: list[pb.PolicyRule]) -> None:
+def rules(rules: list[pb.PolicyRule]) -> Table:
     grid = table("ORDER", "RULE", "FILE:LINE", "MATCH", "PLACE", "CPUS", "ON DRIFT")
     for rule in rules:
         cpus = "local" if rule.cpus_local else cpulist(rule.cpus)
@@ -30,10 +30,10 @@ def rules(rules: list[pb.PolicyRule]) -> None:
         grid.add_row(str(rule.order), rule.name, f"{rule.file}:{rule.line}", rule.match,
                      enum_name(pb.PolicyAction, rule.action, "POLICY_ACTION_"), cpus,
                      enum_name(pb.OnDrift, rule.on_drift, "ON_DRIFT_"))
-    console().print(grid)
+    return grid
 
 
-def vectors(vectors: list[pb.PolicyVector]) -> None:
+def vectors(vectors: list[pb.PolicyVector]) -> Table:
     grid = table("BDF", "VECTOR", "IRQ", "RULE", "STATE", "AFFINITY", "TARGET", "DETAIL")
     for vector in vectors:
         detail = vector.detail
@@ -41,7 +41,7 @@ def vectors(vectors: list[pb.PolicyVector]) -> None:
             detail = "; ".join(filter(None, [detail, f"shadows {', '.join(vector.shadowed)}"]))
         grid.add_row(vector.bdf, str(vector.vector), str(vector.irq), vector.rule, state(vector),
                      cpulist(vector.affinity), cpulist(vector.target) if vector.target else "-", detail or "")
-    console().print(grid)
+    return grid
 
 
 def irqbalance(link: pb.IrqbalanceLink) -> str:
@@ -56,7 +56,6 @@ def irqbalance(link: pb.IrqbalanceLink) -> str:
 
 
 def report(value: pb.PolicyReport) -> None:
-    out = console()
     status = value.reconciler
     made = ", ".join(f"{reason} {count}" for reason, count in sorted(status.corrections.items()) if count) or "none"
     when = time.strftime("%H:%M:%S", time.localtime(status.last_pass_time))
@@ -71,56 +70,51 @@ def report(value: pb.PolicyReport) -> None:
         lines.append(("irqbalance", irqbalance(value.irqbalance)))
     if value.trial:
         lines.append(("trial", f"{value.trial} (msixctl apply -f; not saved: the next reload reads policy.d)"))
-    for label, text in lines:
-        out.print(f"{label + ':':<12}{text}", highlight=False)
+    blocks: list[str | Table] = [f"{label + ':':<12}{text}" for label, text in lines]
     if not value.rules:
-        out.print("no rules: msixd places nothing on its own (see /etc/msixd/policy.d and the README)")
+        emit(*blocks, "no rules: msixd places nothing on its own (see /etc/msixd/policy.d and the README)")
         return
-    out.print()
-    rules(list(value.rules))
-    if value.vectors:
-        out.print()
-        vectors(list(value.vectors))
-    else:
-        out.print("\nno vector is selected by any rule")
+    blocks += ["", rules(list(value.rules)), ""]
+    blocks.append(vectors(list(value.vectors)) if value.vectors else "no vector is selected by any rule")
+    emit(*blocks)
 
 
 def diff(value: pb.DiffPolicyResponse) -> None:
     if not value.changes:
-        print("no changes: every vector is where the policy puts it")
+        emit("no changes: every vector is where the policy puts it")
         return
     grid = table("BDF", "VECTOR", "IRQ", "RULE", "FROM", "TO")
     for vector in value.changes:
         grid.add_row(vector.bdf, str(vector.vector), str(vector.irq), vector.rule, cpulist(vector.affinity),
                      cpulist(vector.target))
-    console().print(grid)
+    emit(grid)
 
 
 def applied(value: pb.ApplyPolicyResponse) -> None:
-    out = console()
     head = f"{len(value.rules)} rules from {len(value.files)} files"
+    blocks: list[str | Table] = []
     if value.dry_run:
-        out.print(f"{head}: a dry run, nothing changed", highlight=False)
+        blocks.append(f"{head}: a dry run, nothing changed")
         if value.pending:
             grid = table("BDF", "VECTOR", "IRQ", "RULE", "FROM", "WOULD GO TO")
             for vector in value.pending:
                 grid.add_row(vector.bdf, str(vector.vector), str(vector.irq), vector.rule, cpulist(vector.affinity),
                              cpulist(vector.target))
-            out.print(grid)
+            blocks.append(grid)
         else:
-            out.print("no vector would move")
+            blocks.append("no vector would move")
     else:
         placed = sum(1 for c in value.corrections if not c.error)
-        out.print(f"{head} applied: {placed} vectors placed", highlight=False)
+        blocks.append(f"{head} applied: {placed} vectors placed")
         if value.corrections:
             grid = table("BDF", "VECTOR", "IRQ", "RULE", "FROM", "TO", "EFFECTIVE", "RESULT")
             for c in value.corrections:
                 grid.add_row(c.bdf, str(c.vector), str(c.irq), c.rule, cpulist(c.previous), cpulist(c.target),
                              cpulist(c.effective), c.error or "placed")
-            out.print(grid)
+            blocks.append(grid)
     if value.problems:
-        out.print("\nvectors the policy cannot place:")
-        vectors(list(value.problems))
+        blocks += ["", "vectors the policy cannot place:", vectors(list(value.problems))]
     if value.trial:
-        out.print(f"\nnote: {value.trial} is not saved: copy it into policy.d to keep it across reloads and "
-                  "restarts", highlight=False)
+        blocks += ["", f"note: {value.trial} is not saved: copy it into policy.d to keep it across reloads and "
+                   "restarts"]
+    emit(*blocks)

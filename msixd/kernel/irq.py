@@ -10,9 +10,9 @@ import re
 import stat
 from dataclasses import dataclass
 
-from msixd.errors import InvalidCpuList, KernelFormatError, MsixdError
-from msixd.kernel.cpulist import parse_cpulist
-from msixd.kernel.files import S32_MAX, U32_MAX, U64_MAX, decimal, list_dir, read_text, write_text
+from msixd.errors import KernelFormatError, MsixdError
+from msixd.kernel.cpulist import parse_kernel_cpulist
+from msixd.kernel.files import S32_MAX, U32_MAX, U64_MAX, decimal, errno_of, list_dir, read_text, write_text
 from msixd.kernel.pci import MSIX_TABLE_MAX, device_dir, pci_dev_id
 from msixd.kernel.roots import KernelRoots
 
@@ -180,13 +180,7 @@ class ProcIrq:
 
 
 def _cpus(path: str) -> frozenset[int]:
-    text = read_text(path)
-    if not text:
-        return frozenset()
-    try:
-        return parse_cpulist(text)
-    except InvalidCpuList as err:
-        raise KernelFormatError(path, text, err.reason) from None
+    return parse_kernel_cpulist(path, read_text(path) or "")
 
 
 def read_proc_irq(roots: KernelRoots, irq: int) -> ProcIrq | None:
@@ -241,6 +235,7 @@ def write_affinity(roots: KernelRoots, irq: int, cpulist: str) -> None:
     try:
         write_text(path, cpulist)
     except OSError as err:
-        if err.errno in (errno.EIO, errno.EPERM):
-            raise AffinityRefused(irq, f"{os.strerror(err.errno)} (managed, per-CPU or no-balancing IRQ)") from err
-        raise AffinityRejected(irq, cpulist, os.strerror(err.errno)) from err
+        code = errno_of(err)
+        if code in (errno.EIO, errno.EPERM):
+            raise AffinityRefused(irq, f"{os.strerror(code)} (managed, per-CPU or no-balancing IRQ)") from err
+        raise AffinityRejected(irq, cpulist, os.strerror(code)) from err

@@ -6,9 +6,10 @@ import enum
 import re
 import struct
 from dataclasses import dataclass
+from typing import Literal, overload
 
-from msixd.errors import DeviceNotFound, InvalidBdf, InvalidCpuList, KernelFormatError
-from msixd.kernel.cpulist import parse_cpulist
+from msixd.errors import DeviceNotFound, InvalidBdf, KernelFormatError
+from msixd.kernel.cpulist import parse_kernel_cpulist
 from msixd.kernel.files import S32_MAX, decimal, inode, list_dir, read_bytes, read_link_name, read_text
 from msixd.kernel.roots import KernelRoots
 
@@ -150,6 +151,14 @@ def _hex(base: str, name: str) -> int:
     return int(text, 16)
 
 
+@overload
+def read_device(roots: KernelRoots, bdf: str, msix_only: Literal[False] = False) -> PciDevice: ...
+
+
+@overload
+def read_device(roots: KernelRoots, bdf: str, msix_only: bool) -> PciDevice | None: ...
+
+
 def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDevice | None:
     """Read one PCI function. Raises DeviceNotFound when it does not exist (or vanished).
 
@@ -168,11 +177,7 @@ def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDev
     numa_node = decimal(numa, -1, S32_MAX) if numa else None
     if numa_node is None:
         numa_node = -1  # unknown
-    local = read_text(f"{base}/local_cpulist") or ""
-    try:
-        local_cpus = parse_cpulist(local)
-    except InvalidCpuList as err:
-        raise KernelFormatError(f"{base}/local_cpulist", local, err.reason) from None
+    local_cpus = parse_kernel_cpulist(f"{base}/local_cpulist", read_text(f"{base}/local_cpulist") or "")
     return PciDevice(
         bdf=bdf,
         vendor_id=_hex(base, "vendor"),

@@ -7,9 +7,11 @@ from msixd.kernel.irq import IndexSource
 from msixd.kernel.pci import MsixProbe
 from msixd.kernel.system import Cpus, Feature, State
 from msixd.service.binding import Bound, Released
+from msixd.service.leases import Lease, Return
 from msixd.service.model import Device, Domain, DomainRef, DomainScheme, DomainSource, IrqMode, Status, Vector
 from msixd.service.owner import ResizePath
 from msixd.service.placement import Placed, PlannedPlacement
+from msixd.service.session import LeaseTag
 from msixd.service.watch import Sample
 
 FEATURE_STATE = {
@@ -32,6 +34,7 @@ RESIZE_PATH = {
     ResizePath.SHRINK: pb.RESIZE_PATH_SHRINK,
     ResizePath.UNCHANGED: pb.RESIZE_PATH_UNCHANGED,
 }
+LEASE_RETURN = {Return.OWN: pb.LEASE_RETURN_OWN, Return.RELEASE: pb.LEASE_RETURN_RELEASE}
 INDEX_SOURCE = {
     IndexSource.ACTION: pb.INDEX_SOURCE_ACTION,
     IndexSource.HWIRQ: pb.INDEX_SOURCE_HWIRQ,
@@ -75,6 +78,25 @@ def domain_ref(value: DomainRef) -> pb.DomainRef:
     )
 
 
+def lease_holder(value: LeaseTag) -> pb.LeaseHolder:
+    return pb.LeaseHolder(lease=value.lease, uid=value.uid, pid=value.pid, since=value.since)
+
+
+def lease(value: Lease) -> pb.Lease:
+    return pb.Lease(
+        id=value.id,
+        bdf=value.bdf,
+        vectors=value.vectors,
+        irqs=value.irqs,
+        holder_uid=value.holder.uid,
+        holder_gid=value.holder.gid,
+        holder_pid=value.holder.pid,
+        since=value.since,
+        device_fd=value.device_fd,
+        on_return=LEASE_RETURN[value.on_return],
+    )
+
+
 def vector(value: Vector) -> pb.Vector:
     return pb.Vector(
         index=value.index,
@@ -92,6 +114,7 @@ def vector(value: Vector) -> pb.Vector:
         total_count=value.total_count,
         per_cpu_count=value.per_cpu_count,
         eventfd_count=value.eventfd_count,
+        lease=lease_holder(value.lease) if value.lease is not None else None,
     )
 
 

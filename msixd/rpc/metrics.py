@@ -19,6 +19,7 @@ from msixd.errors import MsixdError
 from msixd.rpc.httpserve import MetricsHttp
 from msixd.service.inventory import Inventory
 from msixd.service.irqbalance import LinkState
+from msixd.service.leases import Leases
 from msixd.service.reconciler import Reason, Reconciler, VectorState
 
 log = structlog.get_logger(__name__)
@@ -79,16 +80,39 @@ class PolicyCollector(Collector):
                                     value=len(link.wanted & link.banned))
 
 
+class LeaseCollector(Collector):
+    """Leases granted, held and revoked, per device: read from the table of leases at each scrape."""
+
+    def __init__(self, leases: Leases) -> None:
+        self._leases = leases
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        granted = CounterMetricFamily("msixd_leases_granted", "Leases granted", labels=["bdf"])
+        held = GaugeMetricFamily("msixd_leases_held", "Leases held now", labels=["bdf"])
+        revoked = CounterMetricFamily("msixd_leases_revoked", "Leases revoked (by an admin or by msixd)",
+                                      labels=["bdf"])
+        for bdf, stats in self._leases.stats().items():
+            granted.add_metric([bdf], stats.granted)
+            held.add_metric([bdf], stats.held)
+            revoked.add_metric([bdf], stats.revoked)
+        yield from (granted, held, revoked)
+
+
 class Metrics:
-    def __init__(self, inventory: Inventory, reconciler: Reconciler | None = None) -> None:
+    def __init__(self, inventory: Inventory, leases: Leases | None = None,
+                 reconciler: Reconciler | None = None) -> None:
         self.registry = CollectorRegistry()
         self.rpc_seconds = Histogram(
             "msixd_rpc_duration_seconds", "Time to answer an RPC", ["rpc"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.rpc_errors = Counter("msixd_rpc_errors", "RPCs answered with an error, by code", ["code"], registry=self.registry)
+        self.rpc_errors = Counter(
+            "msixd_rpc_errors", "RPCs answered with an error, by code", ["code"], registry=self.registry
+        )
         self.affinity_changes = Counter("msixd_affinity_changes", "Vector placements applied", registry=self.registry)
         self.registry.register(VectorCollector(inventory))
+        if leases is not None:
+            self.registry.register(LeaseCollector(leases))
         if reconciler is not None:
             self.registry.register(PolicyCollector(reconciler))
 

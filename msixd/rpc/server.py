@@ -5,7 +5,7 @@
   relays it to one of three gRPC servers, one per class of caller (root,
   admins, readers), each with its own workers and bound on concurrent calls.
   They listen on Unix sockets in a directory only root may enter
-  (`.<socket name>.backends/` beside the public socket, mode 0700), and answer
+  (`.<socket stem>.b/` beside the public socket, mode 0700), and answer
   a connection only when the gateway registered who is behind it.
 - The optional mutual-TLS TCP listener (orchestration tools) is a fourth
   server with its own workers and a bound on connections, handshake time and
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import stat
@@ -67,7 +68,13 @@ def admin_socket(socket_path: Path) -> Path:
 
 
 def backend_dir(socket_path: Path) -> Path:
-    return socket_path.with_name(f".{socket_path.name}.backends")
+    """Where the gRPC servers listen: `.msixd.b/` beside msixd.sock. Its sockets (`.msixd.b/reader`,
+    the longest) are no longer than msixd-admin.sock, so they fit wherever the public ones do."""
+    return socket_path.with_name(f".{socket_path.stem}.b")
+
+
+# sun_path in struct sockaddr_un (include/uapi/linux/un.h) holds 108 bytes, the last a NUL.
+SUN_PATH_MAX = 107
 
 
 def prepare_socket(path: Path) -> None:
@@ -75,6 +82,9 @@ def prepare_socket(path: Path) -> None:
 
     A socket someone still accepts on is left alone: SocketInUse.
     """
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        raise MsixdError(f"socket path too long for a Unix socket ({len(os.fsencode(path))} bytes, at most "
+                         f"{SUN_PATH_MAX}): {path}")
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     try:
         mode = path.lstat().st_mode
@@ -150,7 +160,7 @@ class Server:
         for name in ("root", "admin", "reader"):
             server = self.servers[name] = _grpc_server(POOLS[name], guard)
             self._add_services(server, servicer)
-            server.add_insecure_port(f"unix:{self._backends / name}.sock")
+            server.add_insecure_port(f"unix:{self._backends / name}")
         self.tcp_port = 0
         if tcp_listen:
             if tls is None:
@@ -181,7 +191,7 @@ class Server:
             pool = "admin"
         else:
             pool = "reader"
-        return f"{self._backends / pool}.sock"
+        return str(self._backends / pool)
 
     def start(self) -> None:
         for server in self.servers.values():

@@ -33,7 +33,8 @@ from msixd.service.services import Services
 log = structlog.get_logger(__name__)
 audit = structlog.get_logger("msixd.audit")
 
-Handler = TypeVar("Handler", bound=Callable[..., Any])
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 _SHOWN_TEXT = 40  # a request's text shown in the log at most, before it is known to be valid
 
 
@@ -55,22 +56,26 @@ def required(request: Message, field: str) -> None:
         raise InvalidArgument(f"{name}.{field} is required (a field left out or misspelled is never taken as 0)")
 
 
-def rpc(handler: Handler) -> Handler:
+def rpc(
+    handler: Callable[[MsixServicer, Request, grpc.ServicerContext], Response],
+) -> Callable[[MsixServicer, Request, grpc.ServicerContext], Response]:
     @functools.wraps(handler)
-    def unary(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: MsixServicer, request: Request, context: grpc.ServicerContext) -> Response:
         with self._tracked(handler.__name__), self._request(handler.__name__, request, context):
             return handler(self, request, context)
 
-    return unary  # type: ignore[return-value]
+    return unary
 
 
-def rpc_stream(handler: Handler) -> Handler:
+def rpc_stream(
+    handler: Callable[[MsixServicer, Request, grpc.ServicerContext], Iterator[Response]],
+) -> Callable[[MsixServicer, Request, grpc.ServicerContext], Iterator[Response]]:
     @functools.wraps(handler)
-    def streaming(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+    def streaming(self: MsixServicer, request: Request, context: grpc.ServicerContext) -> Iterator[Response]:
         with self._request(handler.__name__, request, context):
             yield from handler(self, request, context)
 
-    return streaming  # type: ignore[return-value]
+    return streaming
 
 
 class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
@@ -199,23 +204,23 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc
     def Release(self, request: pb.ReleaseRequest, context: grpc.ServicerContext) -> pb.ReleaseResponse:
-        result = self._s.binding.release(request.bdf)
+        result = self._s.binding.release(request.bdf, request.force)
         audit.info("release", driver=result.driver, vectors_released=result.vectors_released)
         return convert.released(result)
 
     @rpc
     def Enable(self, request: pb.EnableRequest, context: grpc.ServicerContext) -> pb.EnableResponse:
         bdf = request.bdf
-        path, before = self._s.owner.enable(bdf, request.vectors)
-        audit.info("enable", vectors=request.vectors, vectors_before=before, path=path.value)
+        path, before = self._s.owner.enable(bdf, request.vectors, request.force)
+        audit.info("enable", vectors=request.vectors, vectors_before=before, path=path.value, force=request.force)
         return convert.enabled(path, before, self._s.inventory.get_device(bdf))
 
     @rpc
     def Disable(self, request: pb.DisableRequest, context: grpc.ServicerContext) -> pb.DisableResponse:
         bdf = request.bdf
         vector = request.vector if request.HasField("vector") else None
-        released = self._s.owner.disable(bdf, vector)
-        audit.info("disable", vector=vector, released=released)
+        released = self._s.owner.disable(bdf, vector, request.force)
+        audit.info("disable", vector=vector, released=released, force=request.force)
         return pb.DisableResponse(released=released, device=convert.device(self._s.inventory.get_device(bdf)))
 
     @rpc
@@ -228,7 +233,7 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
                 self._metrics.affinity_changes.inc()
             audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
                        effective=sorted(placed.effective_affinity), previous=sorted(placed.previous_affinity))
-        return convert.placed(bdf, placed)
+        return convert.placed(placed.bdf, placed)
 
     @rpc
     def Spread(self, request: pb.SpreadRequest, context: grpc.ServicerContext) -> pb.SpreadResponse:
@@ -240,11 +245,22 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
         return convert.spread(cpus, plan, request.dry_run)
 
     @rpc
+    def ListLeases(self, request: pb.ListLeasesRequest, context: grpc.ServicerContext) -> pb.ListLeasesResponse:
+        bdf = pci.parse_bdf(request.bdf) if request.bdf else None
+        return pb.ListLeasesResponse(leases=[convert.lease(lease) for lease in self._s.leases.list(bdf)])
+
+    @rpc
+    def RevokeLease(self, request: pb.RevokeLeaseRequest, context: grpc.ServicerContext) -> pb.RevokeLeaseResponse:
+        reason = request.reason[:200] or "revoked by an admin"
+        lease = self._s.leases.revoke(request.lease[:64], reason, by=current_peer().describe())
+        return pb.RevokeLeaseResponse(lease=convert.lease(lease))
+
+    @rpc
     def Trigger(self, request: pb.TriggerRequest, context: grpc.ServicerContext) -> pb.TriggerResponse:
         required(request, "vector")
-        count = self._s.owner.trigger(request.bdf, request.vector)
+        bdf, count = self._s.owner.trigger(request.bdf, request.vector)
         audit.info("trigger", vector=request.vector)
-        return pb.TriggerResponse(eventfd_count=count)
+        return pb.TriggerResponse(eventfd_count=count, bdf=bdf)
 
     # Placement policy
 

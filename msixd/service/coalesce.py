@@ -11,49 +11,41 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from concurrent import futures
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass
-class _Flight:
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-
 class Coalescer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[Hashable, _Flight] = {}
-        self._waiting: dict[Hashable, _Flight] = {}
+        # Per key, the computation running now and the one that starts when it ends;
+        # each is a Future that every caller sharing it waits on.
+        self._running: dict[Hashable, futures.Future[Any]] = {}
+        self._waiting: dict[Hashable, futures.Future[Any]] = {}
 
     def run(self, key: Hashable, compute: Callable[[], T]) -> T:
         with self._lock:
-            flight = self._waiting.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._waiting[key] = _Flight()
+            joined: futures.Future[T] | None = self._waiting.get(key)
+            if joined is None:
+                flight: futures.Future[T] = futures.Future()
+                self._waiting[key] = flight
                 previous = self._running.get(key)
-        if leader:
+            else:
+                flight = joined
+        if joined is None:  # this caller leads the flight
             if previous is not None:
-                previous.done.wait()
+                futures.wait((previous,))
             with self._lock:
                 del self._waiting[key]  # from here on, newcomers wait for the next one
                 self._running[key] = flight
             try:
-                flight.result = compute()
+                flight.set_result(compute())
             except BaseException as err:  # noqa: BLE001 - every waiter gets the same outcome
-                flight.error = err
+                flight.set_exception(err)
             finally:
                 with self._lock:
                     if self._running.get(key) is flight:
                         del self._running[key]
-                flight.done.set()
-        else:
-            flight.done.wait()
-        if flight.error is not None:
-            raise flight.error
-        return flight.result  # type: ignore[no-any-return]
+        return flight.result()

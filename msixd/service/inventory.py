@@ -115,8 +115,10 @@ class Inventory:
         if owned is not None:
             assert self._owner is not None
             counts = self._owner.counts(bdf)
-            vectors = tuple(replace(v, eventfd_count=counts.get(v.index, 0)) for v in vectors)
-            ownership = Ownership(owned.dynamic, len(counts), owned.group)
+            leases = self._owner.leases(bdf)
+            vectors = tuple(replace(v, eventfd_count=counts.get(v.index, 0), lease=leases.get(v.index))
+                            for v in vectors)
+            ownership = Ownership(owned.dynamic, len(counts) + len(leases), owned.group)
         return Device(
             pci=pci_device,
             irq_mode=_irq_mode(irqs.values()),
@@ -231,9 +233,9 @@ class Inventory:
             )
         for name, domain in domains.items():
             if domain.source is DomainSource.DEBUGFS:
-                info = debugfs.read_domain(self._roots, name)
-                if info is not None:
-                    domains[name] = replace(domain, size=info.size, mapped=info.mapped)
+                counted = debugfs.read_domain(self._roots, name)
+                if counted is not None:
+                    domains[name] = replace(domain, size=counted.size, mapped=counted.mapped)
         return sorted(domains.values(), key=lambda d: d.name)
 
     # Status

@@ -12,6 +12,7 @@ from msixd.service.binding import Binding
 from msixd.service.inventory import Inventory
 from msixd.service.irqbalance import IrqbalanceLink
 from msixd.service.keeper import Keeper
+from msixd.service.leases import Leases
 from msixd.service.owner import Owner
 from msixd.service.placement import Placement
 from msixd.service.reconciler import Reconciler, UeventSource
@@ -29,6 +30,7 @@ class Services:
     keeper: Keeper
     irqbalance: IrqbalanceLink
     reconciler: Reconciler
+    leases: Leases
 
     @classmethod
     def build(cls, roots: KernelRoots, state_file: Path, vfio_api: ModuleType = vfio, policy_dir: Path | None = None,
@@ -53,4 +55,5 @@ class Services:
             keeper=Keeper(roots, owner, binding),
             irqbalance=link,
             reconciler=reconciler,
+            leases=Leases(roots, owner),
         )

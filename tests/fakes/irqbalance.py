@@ -18,9 +18,15 @@ import struct
 import threading
 from pathlib import Path
 
-from msixd.kernel.cpulist import format_cpumask
-
 _UCRED = struct.Struct("3i")
+
+
+def format_cpumask(cpus: frozenset[int], nr_cpu_ids: int) -> str:
+    """%*pb over nr_cpu_ids bits, as irqbalance prints its banned CPUs: "3" for {0,1} of 2, "ff,ffffffff" for 40."""
+    value = sum(1 << cpu for cpu in cpus)
+    digits = f"{value:0{(nr_cpu_ids + 3) // 4}x}"
+    head = len(digits) % 8 or 8
+    return ",".join([digits[:head]] + [digits[i : i + 8] for i in range(head, len(digits), 8)])
 
 
 def strtoul(text: str, start: int) -> tuple[int, int]:
