@@ -14,6 +14,11 @@ time of the thread doing it (median of REPEAT):
   function's IRQs and driver);
 - a drift pass that finds 1% of the vectors moved and puts them back.
 
+On the trees of the most IRQs, the reconciler also runs on its own thread, as
+in msixd, for STEADY_INTERVALS intervals at the default interval with nothing
+moved: the CPU time of the whole process over that wall time is its share of
+one CPU, measured rather than derived from one pass.
+
 Then, on the largest tree, the reconciler runs on its own thread at the
 default interval and at 1 s, and vectors are moved by hand at random moments:
 the time until each is back is what an operator waits at most for a
@@ -38,6 +43,7 @@ from msixd.kernel.uevent import Lost, Uevent
 from msixd.service.services import Services
 
 REPEAT = 5
+STEADY_INTERVALS = 6
 DEFAULT_INTERVAL = Config().policy_interval
 POLICY = '[[rule]]\nname = "all"\nplace = "pin"\ncpus = "0"\n'
 
@@ -146,6 +152,28 @@ def measure(ncpus: int, nirqs: int, scratch: Path) -> dict[str, float | int]:
     }
 
 
+def steady(ncpus: int, nirqs: int, scratch: Path, interval: float = DEFAULT_INTERVAL,
+           intervals: int = STEADY_INTERVALS) -> dict[str, float | int]:
+    """The process's CPU time while the reconciler runs on its own thread at the interval, nothing moved."""
+    tree = scratch / f"steady-{ncpus}-{nirqs}"
+    generate(tree, ncpus, nirqs)
+    reconciler = build(tree, scratch / f"steady-{ncpus}-{nirqs}-state", interval).reconciler
+    reconciler.load_policy()
+    reconciler.start()
+    try:
+        while reconciler.stats.full_passes < 1:
+            time.sleep(0.01)
+        passes = reconciler.stats.passes
+        cpu_started, wall_started = time.process_time(), time.monotonic()
+        time.sleep(intervals * interval)
+        cpu, wall = time.process_time() - cpu_started, time.monotonic() - wall_started
+        passes = reconciler.stats.passes - passes
+    finally:
+        reconciler.stop()
+    return {"cpus": ncpus, "irqs": nirqs, "interval_s": interval, "wall_s": round(wall, 2),
+            "passes": passes, "cpu_s": round(cpu, 4), "cpu_percent": round(100 * cpu / wall, 3)}
+
+
 def latency(ncpus: int, nirqs: int, scratch: Path, interval: float, trials: int) -> dict[str, float | int]:
     """Seconds from a vector moved by hand to its correction, the reconciler on its own thread."""
     tree = scratch / f"latency-{ncpus}-{nirqs}-{interval}"
@@ -180,20 +208,26 @@ def latency(ncpus: int, nirqs: int, scratch: Path, interval: float, trials: int)
     }
 
 
-def run(cpus: list[int], irqs: list[int], trials: int = 10) -> dict[str, list[dict[str, float | int]]]:
+def run(cpus: list[int], irqs: list[int], trials: int = 10,
+        intervals: int = STEADY_INTERVALS) -> dict[str, list[dict[str, float | int]]]:
     grid = []
     latencies = []
+    steadies = []
     with tempfile.TemporaryDirectory(prefix="msixd-bench-policy-") as scratch:
         for ncpus in cpus:
             for nirqs in irqs:
                 result = measure(ncpus, nirqs, Path(scratch))
                 print(result, flush=True)
                 grid.append(result)
+        for ncpus in cpus:
+            result = steady(ncpus, max(irqs), Path(scratch), intervals=intervals)
+            print(result, flush=True)
+            steadies.append(result)
         for interval in (DEFAULT_INTERVAL, 1.0):
             result = latency(min(cpus), max(irqs), Path(scratch), interval, trials)
             print(result, flush=True)
             latencies.append(result)
-    return {"grid": grid, "latency": latencies}
+    return {"grid": grid, "steady": steadies, "latency": latencies}
 
 
 if __name__ == "__main__":

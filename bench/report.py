@@ -98,6 +98,10 @@ def plot_policy(data: dict, out: Path) -> None:
                      label=f"with uevents, {cpus} CPUs")
         axes[1].plot(irqs, [r["cpu_percent_without_uevents"] for r in line], "s:", color=color,
                      label=f"without uevents, {cpus} CPUs")
+        measured = [r for r in data.get("steady", []) if r["cpus"] == cpus]
+        if measured:
+            axes[1].plot([r["irqs"] for r in measured], [r["cpu_percent"] for r in measured], "*", color=color,
+                         markersize=12, label=f"measured running, {cpus} CPUs")
     axes[0].set(xscale="log", yscale="log", xlabel="IRQs, all placed by one rule", ylabel="CPU ms (this machine)",
                 title="A reconcile pass")
     axes[1].axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
@@ -129,6 +133,13 @@ def policy_lines(data: dict) -> list[str]:
             f"| {r['drift_1pct_moved_s'] * 1000:.1f} ms "
             f"| **{r['cpu_percent_at_interval']:.2f}%** | {r['cpu_percent_without_uevents']:.2f}% |"
         )
+    if data.get("steady"):
+        lines += ["", "The reconciler on its own thread, as in msixd, at the default interval with nothing moved: "
+                  "the process's CPU time over the wall time (measured, not derived from one pass):", "",
+                  "| CPUs | IRQs | wall | passes | CPU (abs) | % of one CPU |", "|---|---|---|---|---|---|"]
+        for r in data["steady"]:
+            lines.append(f"| {r['cpus']} | {r['irqs']} | {r['wall_s']:.0f} s | {r['passes']} | {r['cpu_s']:.3f} s "
+                         f"| **{r['cpu_percent']:.2f}%** |")
     lines += ["", "Time from a vector moved by hand (at random moments) to its correction, the reconciler on its "
               "own thread:", "", "| CPUs | IRQs | interval | trials | median | max |", "|---|---|---|---|---|---|"]
     for r in data["latency"]:

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import policy
 
         cpus, irqs = ([64, 256], [512, 4096]) if args.quick else ([64, 256, 1024], [512, 4096, 16384])
-        results = policy.run(cpus, irqs, trials=3 if args.quick else 10)
+        results = policy.run(cpus, irqs, trials=3 if args.quick else 10, intervals=2 if args.quick else 6)
         save("policy", {**results, "default_interval_s": policy.DEFAULT_INTERVAL, "machine": machine()}, args.out)
     if "lease" in parts:
         for kernel in ("6.1", "6.12"):
