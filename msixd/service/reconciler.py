@@ -439,6 +439,9 @@ class Reconciler:
                 before = self._load_sample or {}
                 load = {cpu: seconds - before.get(cpu, 0.0) for cpu, seconds in now.items()}
                 self._load_sample = now
+                # What balance rules weigh CPUs by, so that an operator can tell why they chose so.
+                log.info("policy: interrupt time per CPU measured", since="the last measurement" if before else "boot",
+                         seconds={str(cpu): round(value, 3) for cpu, value in sorted(load.items())})
         return _Context(
             cpus=system.read_cpus(self._roots),
             banned=self._placement.banned,

@@ -351,3 +351,54 @@ def test_irqbalances_socket_is_reached_under_a_read_only_run(bench: Bench) -> No
                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) >= set(bench.pinned().values())
+
+
+def interrupt_seconds_from_proc_stat() -> dict[int, float]:
+    """irq + softirq time per CPU, read here from /proc/stat (fs/proc/stat.c: columns 6 and 7, in USER_HZ)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *columns = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            found[int(name[3:])] = (int(columns[5]) + int(columns[6])) / hz
+    return found
+
+
+BALANCE = """\
+[[rule]]
+name = "virtio-queues"
+match = { driver = "virtio-pci", class = "0x02", actions = ["*-input.*", "*-output.*"] }
+place = "balance"
+"""
+
+
+def test_a_balance_rule_weighs_cpus_by_their_interrupt_time_as_the_kernel_counts_it(bench: Bench) -> None:
+    """A balance rule reads each CPU's irq + softirq time through psutil: the time msixd measured lies
+    between two readings of /proc/stat around it, and the CPU with less of it gets at least as many of
+    the virtio-net's queue vectors."""
+    msixd = bench.msixd
+    trial = bench.dir / "05-balance.toml"
+    trial.write_text(BALANCE)
+    measured = len(msixd.events("policy: interrupt time per CPU measured"))
+    before = interrupt_seconds_from_proc_stat()
+    msixd.msixctl("apply", "-f", str(trial))
+    after = interrupt_seconds_from_proc_stat()
+    wait_for("msixd's measurement in its log",
+             lambda: len(msixd.events("policy: interrupt time per CPU measured")) > measured)
+    event = msixd.events("policy: interrupt time per CPU measured")[measured]
+    assert event["since"] == "boot", "no balance rule measured before in this msixd"
+    load = {int(cpu): seconds for cpu, seconds in event["seconds"].items()}
+    online = set(before)
+    assert set(load) == online and len(online) > 1, (load, before)
+    for cpu in online:
+        assert before[cpu] - 0.001 <= load[cpu] <= after[cpu] + 0.001, (cpu, before[cpu], load[cpu], after[cpu])
+    assert sum(load.values()) > 0, "a booted guest has spent time in interrupts"
+
+    report = msixd.policy()
+    placed = [v for v in report.vectors if v.rule == "virtio-queues"]
+    assert len(placed) >= 2, placed
+    assert all(v.state == pb.VECTOR_POLICY_STATE_IN_PLACE and len(v.affinity) == 1 for v in placed), placed
+    assert all(affinity(v.irq) == str(v.affinity[0]) for v in placed)
+    counts = {cpu: sum(1 for v in placed if v.affinity[0] == cpu) for cpu in online}
+    quietest = min(sorted(online), key=lambda cpu: load[cpu])
+    assert all(counts[quietest] >= counts[cpu] for cpu in online), (load, counts)
