@@ -111,9 +111,10 @@ def test_per_cpu_count_any_text(text: str) -> None:
     """Exactly what a comma-separated list of decimal numbers means, or the typed error."""
     if not text:
         assert _counts("per_cpu_count", text) == ()
-    elif re.fullmatch(r"[0-9]+(,[0-9]+)*", text, flags=re.ASCII):
+    elif re.fullmatch(r"[0-9]+(,[0-9]+)*", text, flags=re.ASCII) and all(
+            int(item) < 2**64 for item in text.split(",")):
         assert _counts("per_cpu_count", text) == tuple(int(item) for item in text.split(","))
-    else:
+    else:  # not a list of numbers, or a number wider than the API's uint64
         try:
             _counts("per_cpu_count", text)
         except KernelFormatError:
