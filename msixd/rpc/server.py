@@ -17,9 +17,11 @@ from __future__ import annotations
 import shutil
 import socket
 import stat
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from msixd.api.msix.v1 import msix_pb2, msix_pb2_grpc
 from msixd.errors import MsixdError
+from msixd.rpc import convert
 from msixd.rpc.access import Access, Peer, Role
 from msixd.rpc.gateway import Gateway, Limits
 from msixd.rpc.guard import Guard
@@ -124,6 +127,38 @@ def _grpc_server(pool: Pool, guard: Guard, extra: list[tuple[str, int]] | None =
     )
 
 
+def _send_encoded(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    def serialize_or_send(response: Any) -> bytes:
+        if isinstance(response, convert.Encoded):
+            return response.data
+        return response if serialize is None else serialize(response)
+
+    return serialize_or_send
+
+
+class _SendingEncoded:
+    """The server, as msix_pb2_grpc.add_MsixServiceServicer_to_server sees it: each handler it
+    registers sends a response that is already convert.Encoded as it is, and serializes any other.
+
+    The generated function builds one table of handlers and registers it twice, as
+    registered methods and as a generic handler: both are registered here from that table.
+    """
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """The same table comes to add_registered_method_handlers, which registers it both ways."""
+
+    def add_registered_method_handlers(self, service: str,
+                                       handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+        # grpc's handlers are named tuples (grpc._utilities.RpcMethodHandler): _replace keeps the rest.
+        sending = {name: handler._replace(  # type: ignore[attr-defined]
+            response_serializer=_send_encoded(handler.response_serializer)) for name, handler in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, sending),))
+        self._server.add_registered_method_handlers(service, sending)
+
+
 class Server:
     """msixd's listeners around its gRPC servers."""
 
@@ -170,7 +205,8 @@ class Server:
                                access.registry, limits)
 
     def _add_services(self, server: grpc.Server, servicer: msix_pb2_grpc.MsixServiceServicer) -> None:
-        msix_pb2_grpc.add_MsixServiceServicer_to_server(servicer, server)
+        # The generated function calls only the two methods _SendingEncoded has.
+        msix_pb2_grpc.add_MsixServiceServicer_to_server(servicer, cast(grpc.Server, _SendingEncoded(server)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 

@@ -153,13 +153,13 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
         return pb.EchoResponse(payload=request.payload)
 
     @rpc
-    def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> pb.ListDevicesResponse:
+    def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> convert.Encoded:
         devices = self._s.inventory.list_devices(request.all_devices, request.include_vectors)
-        return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])
+        return convert.devices_encoded(devices)
 
     @rpc
-    def GetDevice(self, request: pb.GetDeviceRequest, context: grpc.ServicerContext) -> pb.Device:
-        return convert.device(self._s.inventory.get_device(request.bdf))
+    def GetDevice(self, request: pb.GetDeviceRequest, context: grpc.ServicerContext) -> convert.Encoded:
+        return convert.device_encoded(self._s.inventory.get_device(request.bdf))
 
     @rpc
     def ListDomains(self, request: pb.ListDomainsRequest, context: grpc.ServicerContext) -> pb.ListDomainsResponse:
