@@ -144,7 +144,7 @@ def read_text(path: str) -> str | None:
 def read_link_name(path: str) -> str | None:
     """Last component of a symbolic link's target (e.g. a driver name), or None."""
     try:
-        return os.path.basename(os.readlink(path))
+        return os.readlink(path).rpartition("/")[2]  # os.path.basename, without its calls
     except OSError:  # missing, or not a link
         return None
 

@@ -251,7 +251,7 @@ def _sparse_counts(path: str, data: bytes) -> CpuCounts | None:
     scan = data.translate(_SCAN)
     find, startswith = scan.find, scan.startswith
     size = len(scan)
-    most = (size + 1) // 32  # more non-zero items than this: not mostly zeros
+    most = max((size + 1) // 32, 4)  # more non-zero items than this: not mostly zeros (or not a short line)
     pairs: list[tuple[int, int]] = []
     cpu = total = position = 0  # position: where the next item begins
     while (start := find(b"X", position)) >= 0:

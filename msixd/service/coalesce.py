@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass
 class _Flight:
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
+    """One computation. `done` is made only when another caller waits for it: most requests
+    come alone, and an Event (a Condition and its lock) costs more than the rest of run()."""
+
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self) -> None:
+        self.done: threading.Event | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def waiter(self) -> threading.Event:
+        """The event to wait on; called with the Coalescer's lock held."""
+        if self.done is None:
+            self.done = threading.Event()
+        return self.done
 
 
 class Coalescer:
@@ -31,15 +41,22 @@ class Coalescer:
         self._waiting: dict[Hashable, _Flight] = {}
 
     def run(self, key: Hashable, compute: Callable[[], T]) -> T:
+        previous: threading.Event | None = None
         with self._lock:
             flight = self._waiting.get(key)
             leader = flight is None
             if flight is None:
                 flight = self._waiting[key] = _Flight()
-                previous = self._running.get(key)
-        if leader:
+                running = self._running.get(key)
+                if running is not None:
+                    previous = running.waiter()
+            else:
+                joined = flight.waiter()
+        if not leader:
+            joined.wait()
+        else:
             if previous is not None:
-                previous.done.wait()
+                previous.wait()
             with self._lock:
                 del self._waiting[key]  # from here on, newcomers wait for the next one
                 self._running[key] = flight
@@ -51,9 +68,9 @@ class Coalescer:
                 with self._lock:
                     if self._running.get(key) is flight:
                         del self._running[key]
-                flight.done.set()
-        else:
-            flight.done.wait()
+                    done = flight.done  # no one can join any more: whoever waits has made it
+                if done is not None:
+                    done.set()
         if flight.error is not None:
             raise flight.error
         return flight.result  # type: ignore[no-any-return]

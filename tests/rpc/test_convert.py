@@ -66,9 +66,12 @@ def test_counts_kept_sparse_and_dense() -> None:
     sparse = counts_of([0] * 1000 + [5] + [0] * 23)
     assert sparse.dense is None and sparse.nonzero == ((1000, 5),) and len(sparse) == 1024
     assert sparse[1000] == 5 and sparse[-1] == 0 and list(sparse)[1000] == 5
-    dense = counts_of([1, 2, 0, 4])
-    assert dense.dense == (1, 2, 0, 4) and dense.nonzero == ((0, 1), (1, 2), (3, 4))
-    assert dense == CpuCounts(4, ((0, 1), (1, 2), (3, 4))) and hash(dense) == hash(CpuCounts.of([1, 2, 0, 4]))
+    values = [n % 3 for n in range(64)]
+    dense = counts_of(values)
+    assert dense.dense == tuple(values) and dense.nonzero == tuple((c, n) for c, n in enumerate(values) if n)
+    assert dense == CpuCounts(64, dense.nonzero) and hash(dense) == hash(CpuCounts.of(values))
+    short = counts_of([1, 2, 0, 4])  # a short line is kept as pairs, however few zeros it has
+    assert short.dense is None and short == (1, 2, 0, 4) and short.total == 7
 
 
 def plain_vector(v: Vector) -> pb.Vector:
