@@ -17,7 +17,9 @@ this machine's only. The parts:
   from start to ready;
 - vfio and watch, in a 6.1 and a 6.12 guest of the real-kernel bench
   (bench/vfio.py): enable and resize, and the CPU cost of counting loopback
-  interrupts, against direct ioctls and a bare epoll loop.
+  interrupts, against direct ioctls and a bare epoll loop;
+- cli: every msixctl command, start to exit, against a bare grpcio client
+  making the same RPC, and its --help against a bare typer app's (bench/cli.py).
 """
 
 from __future__ import annotations
@@ -89,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a small grid and fewer calls: try the suite out")
-    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "report"], action="append",
+    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "cli", "report"], action="append",
                         help="run these parts only (repeatable); 'report' redraws from saved JSON")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's performance section")
     args = parser.parse_args(argv)
-    parts = set(args.only or ["inventory", "rpc", "vfio", "report"])
+    parts = set(args.only or ["inventory", "rpc", "vfio", "cli", "report"])
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     started = time.monotonic()
@@ -116,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if "vfio" in parts:
         for kernel in ("6.1", "6.12"):
             run_vfio(kernel, args.out)
+    if "cli" in parts:
+        from bench import cli
+
+        result = cli.run(runs=7 if args.quick else cli.RUNS, out=args.out)
+        save("cli", {**result, "machine": machine()}, args.out)
     if "report" in parts:
         from bench import report
 

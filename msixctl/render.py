@@ -1,32 +1,113 @@
-"""Output: tables for people, the API message as JSON for scripts."""
+"""Output: tables for people, the API message as JSON for scripts.
+
+On a terminal rich draws the tables (bold headers, fitted to the width). Piped,
+rich would print plain columns, two spaces apart, each padded to its widest
+cell; so does this module by itself when every cell is printable ASCII, without
+importing rich (tests/cli/test_render.py checks the two print the same bytes).
+Text is printed as it is: never read as rich markup or emoji codes.
+"""
 
 from __future__ import annotations
 
-import enum
+import os
 import sys
 from collections.abc import Iterable
-
-from google.protobuf import json_format
-from google.protobuf.message import Message
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from msixd.api.msix.v1 import msix_pb2 as pb
 
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+    from google.protobuf.message import Message
+    from rich.console import Console
+    from rich.table import Table as RichTable
 
-class Output(str, enum.Enum):
-    table = "table"
-    json = "json"
+# What rich's piped console is given as its width: wider tables, and any text rich
+# would not print as it is, go to rich.
+PIPED_WIDTH = 10_000
+
+
+class Table:
+    """A table without borders: a header row, then one row of cells per item."""
+
+    def __init__(self, *columns: str) -> None:
+        self.columns = columns
+        self.rows: list[tuple[str, ...]] = []
+        self.title = ""
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(cells)
+
+    def widths(self) -> list[int]:
+        return [max(len(cell) for cell in column) for column in zip(self.columns, *self.rows, strict=True)]
+
+    def plain_lines(self) -> list[str]:
+        widths = self.widths()
+        return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                for row in (self.columns, *self.rows)]
+
+    def to_rich(self) -> RichTable:
+        from rich.table import Table as RichTable
+
+        grid = RichTable(box=None, header_style="bold", pad_edge=False, title=self.title or None)
+        for column in self.columns:
+            grid.add_column(column, no_wrap=True)
+        for row in self.rows:
+            grid.add_row(*row)
+        return grid
+
+
+def table(*columns: str) -> Table:
+    return Table(*columns)
 
 
 def console() -> Console:
+    from rich.console import Console
+
     # Piped: no colour, no wrapping, no truncation, so grep and awk see whole lines.
     if sys.stdout.isatty():
-        return Console()
-    return Console(width=10_000, no_color=True, highlight=False, soft_wrap=True)
+        return Console(markup=False, emoji=False)
+    return Console(width=PIPED_WIDTH, no_color=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def _plain_text(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+def _plain(blocks: list[str | Table]) -> bool:
+    """Whether rich would print these exactly as they are: piped (as rich decides that), printable
+    ASCII only (one column per character), and tables narrower than rich's piped width."""
+    if sys.stdout.isatty() or "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
+        return False
+    for block in blocks:
+        if isinstance(block, str):
+            if not _plain_text(block):
+                return False
+            continue
+        cells = [*block.columns, *(cell for row in block.rows for cell in row)]
+        if block.title or not all(map(_plain_text, cells)):
+            return False
+        widths = block.widths()
+        if min(widths) == 0 or sum(widths) + 2 * (len(widths) - 1) > PIPED_WIDTH:
+            return False
+    return True
+
+
+def emit(*blocks: str | Table) -> None:
+    """Print lines of text and tables, in order, to stdout."""
+    items = list(blocks)
+    if _plain(items):
+        lines = [line for item in items for line in ([item] if isinstance(item, str) else item.plain_lines())]
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+        return
+    out = console()
+    for item in items:
+        out.print(item if isinstance(item, str) else item.to_rich(), highlight=False)
 
 
 def to_json(message: Message, indent: int | None = 2) -> str:
+    from google.protobuf import json_format
+
     return json_format.MessageToJson(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=indent
     )
@@ -50,15 +131,8 @@ def cpulist(cpus: Iterable[int]) -> str:
     return ",".join(parts) or "-"
 
 
-def enum_name(enum_type: object, value: int, prefix: str) -> str:
-    return enum_type.Name(value).removeprefix(prefix).lower().replace("_", "-")  # type: ignore[attr-defined]
-
-
-def table(*columns: str) -> Table:
-    grid = Table(box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        grid.add_column(column, no_wrap=True)
-    return grid
+def enum_name(enum_type: EnumTypeWrapper, value: int, prefix: str) -> str:
+    return enum_type.Name(value).removeprefix(prefix).lower().replace("_", "-")
 
 
 def domain_text(device: pb.Device) -> str:
@@ -90,7 +164,7 @@ def devices(response: pb.ListDevicesResponse) -> None:
             str(device.ownership.vectors_enabled) if device.ownership.owned else "-",
             domain_text(device),
         )
-    console().print(grid)
+    emit(grid)
     unreadable = sum(d.msix_probe == pb.MSIX_PROBE_UNREADABLE for d in response.devices)
     if unreadable:
         print(
@@ -109,7 +183,6 @@ def per_cpu(counts: Iterable[int]) -> str:
 
 
 def device(value: pb.Device) -> None:
-    out = console()
     msix = value.msix
     size, enabled = msix_cells(value)
     lines = [
@@ -127,14 +200,14 @@ def device(value: pb.Device) -> None:
     if value.ownership.owned:
         kind = "dynamic MSI-X" if value.ownership.dynamic_msix else "no dynamic MSI-X (NORESIZE)"
         lines.append(("owned", f"by msixd, {value.ownership.vectors_enabled} vectors with eventfds, {kind}"))
-    for label, text in lines:
-        out.print(f"{label + ':':<13}{text}", highlight=False)
+    blocks: list[str | Table] = [f"{label + ':':<13}{text}" for label, text in lines]
     if value.msix_probe == pb.MSIX_PROBE_UNREADABLE:
+        emit(*blocks)
+        blocks = []
         print("note: the MSI-X capability could not be read: config space beyond 64 bytes needs root", file=sys.stderr)
     if not value.vectors:
-        out.print("no vectors allocated")
+        emit(*blocks, "no vectors allocated")
         return
-    out.print()
     grid = table("INDEX", "IRQ", "CHIP", "ACTIONS", "AFFINITY", "EFFECTIVE", "MOVABLE", "TOTAL", "PER-CPU")
     for vector in value.vectors:
         guessed = "~" if vector.index_source == pb.INDEX_SOURCE_ORDER else ""
@@ -149,7 +222,7 @@ def device(value: pb.Device) -> None:
             str(vector.total_count),
             per_cpu(vector.per_cpu_count),
         )
-    out.print(grid)
+    emit(*blocks, "", grid)
 
 
 def domains(response: pb.ListDomainsResponse) -> None:
@@ -165,18 +238,17 @@ def domains(response: pb.ListDomainsResponse) -> None:
             ",".join(domain.bdfs),
             " > ".join(domain.parents) or "-",
         )
-    console().print(grid)
+    emit(grid)
 
 
 def status(value: pb.Status) -> None:
-    out = console()
     cpus = value.cpus
-    out.print(f"msixd {value.daemon_version} on Linux {value.kernel_release}, up {value.uptime_seconds:.0f} s", highlight=False)
-    out.print(
-        f"cpus: online {cpulist(cpus.online)}, isolated {cpulist(cpus.isolated)}, nohz_full {cpulist(cpus.nohz_full)}",
-        highlight=False,
-    )
     grid = table("FEATURE", "STATE", "DETAIL")
     for field, feature in value.features.ListFields():
-        grid.add_row(field.name.replace("_", "-"), enum_name(pb.FeatureState, feature.state, "FEATURE_STATE_"), feature.detail)
-    out.print(grid)
+        state = enum_name(pb.FeatureState, feature.state, "FEATURE_STATE_")
+        grid.add_row(field.name.replace("_", "-"), state, feature.detail)
+    emit(
+        f"msixd {value.daemon_version} on Linux {value.kernel_release}, up {value.uptime_seconds:.0f} s",
+        f"cpus: online {cpulist(cpus.online)}, isolated {cpulist(cpus.isolated)}, nohz_full {cpulist(cpus.nohz_full)}",
+        grid,
+    )

@@ -56,11 +56,13 @@ class SelfProbe:
         while not self._stop.wait(self._every):
             try:
                 with grpc.insecure_channel(self._target) as channel:
-                    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=self._timeout)
+                    # types-grpcio-health-checking declares HealthStub without its methods.
+                    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+                    check(health_pb2.HealthCheckRequest(), timeout=self._timeout)
                 self.answered = time.monotonic()
                 self.error = ""
             except grpc.RpcError as err:
-                self.error = f"{err.code().name}: {err.details()}"  # type: ignore[attr-defined]
+                self.error = f"{err.code().name}: {err.details()}"
 
     def check(self, within: float) -> Check:
         def check() -> str:

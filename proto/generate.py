@@ -3,7 +3,12 @@
     python proto/generate.py            # writes msixd/api/
     python proto/generate.py --out DIR  # writes DIR (the staleness test uses this)
 
-The generated grpc module imports its message module by the proto's package
+protoc's own generators write the messages (``msix_pb2.py`` and its stub
+``msix_pb2.pyi``) and the grpc module (``msix_pb2_grpc.py``); mypy-protobuf's
+grpc plugin writes the grpc module's stub (``msix_pb2_grpc.pyi``), so a call on
+``MsixServiceStub`` is typed with its request and response messages.
+
+The grpc module and its stub import the message module by the proto's package
 path (``from msix.v1 import msix_pb2``); that is rewritten to a relative import
 so the code lives inside ``msixd.api`` without a top-level ``msix`` package.
 """
@@ -15,6 +20,9 @@ import sys
 from pathlib import Path
 
 from grpc_tools import protoc
+
+# Installed beside this interpreter by the mypy-protobuf package (the `test` extra).
+MYPY_GRPC_PLUGIN = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
 
 PROTO_ROOT = Path(__file__).resolve().parent
 REPO = PROTO_ROOT.parent
@@ -30,11 +38,13 @@ def generate(out: Path) -> None:
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         f"--pyi_out={out}",
+        f"--plugin=protoc-gen-mypy_grpc={MYPY_GRPC_PLUGIN}",
+        f"--mypy_grpc_out={out}",
         *PROTOS,
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    for grpc_module in out.rglob("*_pb2_grpc.py"):
+    for grpc_module in [*out.rglob("*_pb2_grpc.py"), *out.rglob("*_pb2_grpc.pyi")]:
         text = grpc_module.read_text()
         text = text.replace("from msix.v1 import ", "from . import ")
         grpc_module.write_text(text)

@@ -1,4 +1,4 @@
-"""systemd/msixd.service: valid, and sandboxed (issue 5)."""
+"""systemd/msixd.service: valid, and sandboxed."""
 
 from __future__ import annotations
 

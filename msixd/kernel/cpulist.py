@@ -1,16 +1,15 @@
-"""CPU lists ("0-3,8") and CPU masks ("ff,ffffffff") as the kernel reads and writes them.
+"""CPU lists ("0-3,8") as the kernel reads and writes them.
 
 Lists follow lib/bitmap-str.c bitmap_parselist: comma-separated CPUs and ranges,
 with an optional ":used/group" stride ("0-15:2/4" means 0,1,4,5,8,9,12,13), as
-isolcpus= and nohz_full= accept. Masks follow %*pb: hex digits in comma-separated
-32-bit groups, most significant first, as /proc/irq/N/smp_affinity shows them.
+isolcpus= and nohz_full= accept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from msixd.errors import InvalidCpuList, shown
+from msixd.errors import InvalidCpuList, KernelFormatError, shown
 
 # CONFIG_NR_CPUS is at most 8192 on every architecture today; a larger number
 # is a typo or an attack, not a CPU.
@@ -89,6 +88,15 @@ def parse_cpulist(text: str) -> frozenset[int]:
     return frozenset(cpu for cpu, bit in enumerate(bits) if bit == "1")
 
 
+def parse_kernel_cpulist(path: str, text: str) -> frozenset[int]:
+    """parse_cpulist for text the kernel wrote in path: a malformed list is the kernel's
+    fault, so it raises KernelFormatError naming the file, not InvalidCpuList."""
+    try:
+        return parse_cpulist(text)
+    except InvalidCpuList as err:
+        raise KernelFormatError(path, text, err.reason) from None
+
+
 def format_cpulist(cpus: Iterable[int]) -> str:
     """Compact list, "0-3,8,10-11", as %*pbl prints it."""
     ordered = sorted(set(cpus))
@@ -101,34 +109,3 @@ def format_cpulist(cpus: Iterable[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
-
-
-def parse_cpumask(text: str) -> frozenset[int]:
-    """Parse a hex mask with optional comma-separated 32-bit groups. Raises InvalidCpuList."""
-    whole = text
-    groups = text.strip().split(",")
-    if len(groups) > MAX_CPUS // 32:
-        raise InvalidCpuList(whole, f"mask of {len(groups)} 32-bit groups names CPUs beyond {MAX_CPUS - 1}")
-    value = 0
-    for group in groups:
-        if not group or len(group) > 8:
-            raise InvalidCpuList(whole, "each comma-separated group holds 1 to 8 hex digits")
-        try:
-            value = (value << 32) | int(group, 16)
-        except ValueError:
-            raise InvalidCpuList(whole, f"{shown(group)} is not hexadecimal") from None
-    if value.bit_length() > MAX_CPUS:
-        raise InvalidCpuList(whole, f"mask names CPUs beyond {MAX_CPUS - 1}")
-    return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)
-
-
-def format_cpumask(cpus: Iterable[int], nr_cpu_ids: int) -> str:
-    """Format as %*pb over nr_cpu_ids bits: "3" for {0,1} of 2, "ff,ffffffff" for 40."""
-    value = 0
-    for cpu in cpus:
-        if cpu >= nr_cpu_ids:
-            raise ValueError(f"CPU {cpu} is not below nr_cpu_ids {nr_cpu_ids}")
-        value |= 1 << cpu
-    digits = f"{value:0{(nr_cpu_ids + 3) // 4}x}"
-    head = len(digits) % 8 or 8
-    return ",".join([digits[:head]] + [digits[i : i + 8] for i in range(head, len(digits), 8)])

@@ -173,6 +173,12 @@ def inode(path: str) -> int | None:
         return None
 
 
+def errno_of(err: OSError) -> int:
+    """The errno of a failed system call. The os and fcntl functions always set one; the type
+    allows None (an OSError raised by hand), for which EIO stands in."""
+    return err.errno if err.errno is not None else errno.EIO
+
+
 def write_text(path: str, text: str) -> None:
     """One write(2) of text, as `echo text > path` does; OSError carries the kernel's errno.
 

@@ -17,6 +17,7 @@ from msixd.kernel.files import (
     U32_MAX,
     U64_MAX,
     decimal,
+    errno_of,
     list_dir,
     read_bytes,
     read_text,
@@ -383,6 +384,7 @@ def write_affinity(roots: KernelRoots, irq: int, cpulist: str) -> None:
     try:
         write_text(path, cpulist)
     except OSError as err:
-        if err.errno in (errno.EIO, errno.EPERM):
-            raise AffinityRefused(irq, f"{os.strerror(err.errno)} (managed, per-CPU or no-balancing IRQ)") from err
-        raise AffinityRejected(irq, cpulist, os.strerror(err.errno)) from err
+        code = errno_of(err)
+        if code in (errno.EIO, errno.EPERM):
+            raise AffinityRefused(irq, f"{os.strerror(code)} (managed, per-CPU or no-balancing IRQ)") from err
+        raise AffinityRejected(irq, cpulist, os.strerror(code)) from err

@@ -17,6 +17,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from msixd.errors import DeviceNotFound, InvalidBdf, InvalidCpuList, KernelFormatError
 from msixd.kernel.cpulist import parse_cpulist
@@ -310,6 +311,12 @@ class Devices:
             for bdf in [b for b in self._facts if b not in bdfs]:
                 del self._facts[bdf]
 
+    @overload
+    def read(self, bdf: str, msix_only: Literal[False] = False) -> PciDevice: ...
+
+    @overload
+    def read(self, bdf: str, msix_only: bool) -> PciDevice | None: ...
+
     def read(self, bdf: str, msix_only: bool = False) -> PciDevice | None:
         """Read one PCI function. Raises DeviceNotFound when it does not exist (or vanished).
 
@@ -365,6 +372,14 @@ class Devices:
             msix_probe=probe,
             msix=msix,
         )
+
+
+@overload
+def read_device(roots: KernelRoots, bdf: str, msix_only: Literal[False] = False) -> PciDevice: ...
+
+
+@overload
+def read_device(roots: KernelRoots, bdf: str, msix_only: bool) -> PciDevice | None: ...
 
 
 def read_device(roots: KernelRoots, bdf: str, msix_only: bool = False) -> PciDevice | None:

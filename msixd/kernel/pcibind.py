@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from msixd.errors import MsixdError
-from msixd.kernel.files import list_dir, read_link_name, write_text
+from msixd.kernel.files import errno_of, list_dir, read_link_name, write_text
 from msixd.kernel.pci import device_dir
 from msixd.kernel.roots import KernelRoots
 
@@ -29,7 +29,7 @@ def _write(path: str, text: str, bdf: str, action: str) -> None:
     try:
         write_text(path, text)
     except OSError as err:
-        raise BindError(bdf, action, f"{path}: {os.strerror(err.errno)}") from err
+        raise BindError(bdf, action, f"{path}: {os.strerror(errno_of(err))}") from err
 
 
 def driver_of(roots: KernelRoots, bdf: str) -> str | None:

@@ -6,8 +6,7 @@ import enum
 import os
 from dataclasses import dataclass
 
-from msixd.errors import InvalidCpuList, KernelFormatError
-from msixd.kernel.cpulist import parse_cpulist
+from msixd.kernel.cpulist import parse_kernel_cpulist
 from msixd.kernel.files import list_dir, read_text
 from msixd.kernel.roots import KernelRoots
 
@@ -28,10 +27,7 @@ def read_cpus(roots: KernelRoots) -> Cpus:
         text = read_text(f"{base}/{name}") or ""
         if text == "(null)":  # nohz_full before 5.x printed this when unset
             return frozenset()
-        try:
-            return parse_cpulist(text)
-        except InvalidCpuList as err:
-            raise KernelFormatError(f"{base}/{name}", text, err.reason) from None
+        return parse_kernel_cpulist(f"{base}/{name}", text)
 
     return Cpus(
         online=cpus("online"),
@@ -85,7 +81,9 @@ def debugfs_irq(roots: KernelRoots) -> Feature:
     if os.path.isdir(f"{roots.debugfs}/irq"):
         return Feature(State.PRESENT, f"{roots.debugfs}/irq exists")
     if list_dir(str(roots.debugfs)):
-        return Feature(State.ABSENT, "debugfs is mounted but has no irq/: kernel built without CONFIG_GENERIC_IRQ_DEBUGFS")
+        return Feature(
+            State.ABSENT, "debugfs is mounted but has no irq/: kernel built without CONFIG_GENERIC_IRQ_DEBUGFS"
+        )
     return Feature(State.UNKNOWN, f"debugfs is not mounted at {roots.debugfs} (mount -t debugfs none {roots.debugfs})")
 
 

@@ -2,7 +2,7 @@
 
 Every function takes and returns plain values; a failing ioctl raises a VfioError
 subclass chosen by errno, carrying the operation and errno. Notes on calling
-these from Python (shared/kernel-interfaces.md §1.5):
+these from Python (the fcntl module's documentation of ioctl says the first):
 * GROUP_GET_DEVICE_FD and SET_IRQS return an integer that fcntl.ioctl only
   passes back when the argument is a *mutable* buffer (bytearray or ctypes).
 * SET_IRQS returns a positive count when MSI-X enable allocated fewer vectors
@@ -19,42 +19,30 @@ import struct
 from dataclasses import dataclass
 
 from msixd.errors import MsixdError
+from msixd.kernel.files import errno_of
 
 # _IO(';', 100 + n): no size or direction encoded, argsz carries the size.
-VFIO_GET_API_VERSION = 0x3B64
 VFIO_CHECK_EXTENSION = 0x3B65
 VFIO_SET_IOMMU = 0x3B66
 VFIO_GROUP_GET_STATUS = 0x3B67
 VFIO_GROUP_SET_CONTAINER = 0x3B68
-VFIO_GROUP_UNSET_CONTAINER = 0x3B69
 VFIO_GROUP_GET_DEVICE_FD = 0x3B6A
-VFIO_DEVICE_GET_INFO = 0x3B6B
-VFIO_DEVICE_GET_REGION_INFO = 0x3B6C
 VFIO_DEVICE_GET_IRQ_INFO = 0x3B6D
 VFIO_DEVICE_SET_IRQS = 0x3B6E
-VFIO_DEVICE_RESET = 0x3B6F
 
-VFIO_API_VERSION = 0
 VFIO_TYPE1v2_IOMMU = 3
 VFIO_NOIOMMU_IOMMU = 8
 
 VFIO_GROUP_FLAGS_VIABLE = 1 << 0
-VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1
 
-VFIO_DEVICE_FLAGS_RESET = 1 << 0
-VFIO_DEVICE_FLAGS_PCI = 1 << 1
-
-VFIO_PCI_CONFIG_REGION_INDEX = 7
 VFIO_PCI_MSIX_IRQ_INDEX = 2
 # The kernel signals it when it wants the device back (unbind, hot removal):
 # vfio_unregister_group_dev() waits for the user to close the device.
 VFIO_PCI_REQ_IRQ_INDEX = 4
 
-VFIO_IRQ_INFO_EVENTFD = 1 << 0
 VFIO_IRQ_INFO_NORESIZE = 1 << 3
 
 VFIO_IRQ_SET_DATA_NONE = 1 << 0
-VFIO_IRQ_SET_DATA_BOOL = 1 << 1
 VFIO_IRQ_SET_DATA_EVENTFD = 1 << 2
 VFIO_IRQ_SET_ACTION_TRIGGER = 1 << 5
 
@@ -124,47 +112,15 @@ def _ioctl(op: str, fd: int, request: int, arg: int | bytearray | ctypes.Structu
     try:
         return fcntl.ioctl(fd, request, arg)
     except OSError as err:
-        raise error(op, err.errno) from err
+        raise error(op, errno_of(err)) from err
 
 
 class GroupStatus(ctypes.Structure):
     _fields_ = [("argsz", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
-class DeviceInfoStruct(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_uint32) for name in ("argsz", "flags", "num_regions", "num_irqs", "cap_offset", "pad")
-    ]
-
-
-class RegionInfoStruct(ctypes.Structure):
-    _fields_ = [
-        ("argsz", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("index", ctypes.c_uint32),
-        ("cap_offset", ctypes.c_uint32),
-        ("size", ctypes.c_uint64),
-        ("offset", ctypes.c_uint64),
-    ]
-
-
 class IrqInfoStruct(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint32) for name in ("argsz", "flags", "index", "count")]
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    flags: int
-    num_regions: int
-    num_irqs: int
-
-
-@dataclass(frozen=True)
-class RegionInfo:
-    index: int
-    flags: int
-    size: int
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -186,11 +142,7 @@ def open_container(dev: str) -> int:
     try:
         return os.open(f"{dev}/vfio/vfio", os.O_RDWR | os.O_CLOEXEC)
     except OSError as err:
-        raise error("open vfio container", err.errno, f"{dev}/vfio/vfio") from err
-
-
-def get_api_version(container: int) -> int:
-    return _ioctl("VFIO_GET_API_VERSION", container, VFIO_GET_API_VERSION)
+        raise error("open vfio container", errno_of(err), f"{dev}/vfio/vfio") from err
 
 
 def check_extension(container: int, extension: int) -> bool:
@@ -215,21 +167,17 @@ def open_group(dev: str, group: int, noiommu: bool = False) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as err:
-        raise error("open vfio group", err.errno, path) from err
+        raise error("open vfio group", errno_of(err), path) from err
 
 
 def group_get_status(group_fd: int) -> int:
     status = GroupStatus(argsz=ctypes.sizeof(GroupStatus))
     _ioctl("VFIO_GROUP_GET_STATUS", group_fd, VFIO_GROUP_GET_STATUS, status)
-    return status.flags
+    return int(status.flags)
 
 
 def group_set_container(group_fd: int, container: int) -> None:
     _ioctl("VFIO_GROUP_SET_CONTAINER", group_fd, VFIO_GROUP_SET_CONTAINER, bytearray(struct.pack("=i", container)))
-
-
-def group_unset_container(group_fd: int) -> None:
-    _ioctl("VFIO_GROUP_UNSET_CONTAINER", group_fd, VFIO_GROUP_UNSET_CONTAINER)
 
 
 def group_get_device_fd(group_fd: int, bdf: str) -> int:
@@ -237,18 +185,6 @@ def group_get_device_fd(group_fd: int, bdf: str) -> int:
 
 
 # Device
-
-
-def device_get_info(device_fd: int) -> DeviceInfo:
-    info = DeviceInfoStruct(argsz=ctypes.sizeof(DeviceInfoStruct))
-    _ioctl("VFIO_DEVICE_GET_INFO", device_fd, VFIO_DEVICE_GET_INFO, info)
-    return DeviceInfo(flags=info.flags, num_regions=info.num_regions, num_irqs=info.num_irqs)
-
-
-def device_get_region_info(device_fd: int, index: int) -> RegionInfo:
-    info = RegionInfoStruct(argsz=ctypes.sizeof(RegionInfoStruct), index=index)
-    _ioctl("VFIO_DEVICE_GET_REGION_INFO", device_fd, VFIO_DEVICE_GET_REGION_INFO, info)
-    return RegionInfo(index=index, flags=info.flags, size=info.size, offset=info.offset)
 
 
 def device_get_irq_info(device_fd: int, index: int) -> IrqInfo:
@@ -261,10 +197,6 @@ def device_set_irqs(device_fd: int, index: int, flags: int, start: int, count: i
     """VFIO_DEVICE_SET_IRQS as the kernel defines it; returns its (non-negative) result."""
     buf = bytearray(struct.pack("=IIIII", 20 + len(data), flags, index, start, count) + data)
     return _ioctl("VFIO_DEVICE_SET_IRQS", device_fd, VFIO_DEVICE_SET_IRQS, buf)
-
-
-def device_reset(device_fd: int) -> None:
-    _ioctl("VFIO_DEVICE_RESET", device_fd, VFIO_DEVICE_RESET)
 
 
 # MSI-X through SET_IRQS

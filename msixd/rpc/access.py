@@ -19,8 +19,9 @@ from __future__ import annotations
 import enum
 import grp
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 
@@ -142,7 +143,9 @@ class Access:
         return Role.READER if member & self._readers else Role.NONE
 
     def identify(self, context: grpc.ServicerContext) -> Peer:
-        auth = context.auth_context()
+        # A list of values per property: grpc's cygrpc builds lists (grpc/_server.py annotates
+        # Mapping[str, Sequence[bytes]]); the typeshed stub says bytes.
+        auth = cast("Mapping[str, list[bytes]]", context.auth_context())
         if auth.get("transport_security_type") == [b"ssl"]:
             names = [n.decode(errors="replace") for n in
                      auth.get("x509_common_name", []) + auth.get("x509_subject_alternative_name", [])]
@@ -159,7 +162,8 @@ class Access:
         """Raise PermissionDenied unless peer may call method (full gRPC method name)."""
         service, name = split_method(method)
         if service == SERVICE:
-            read_only = name in READ_ONLY_RPCS or (name in DRY_RUNNABLE_RPCS and bool(getattr(request, "dry_run", False)))
+            dry_run = name in DRY_RUNNABLE_RPCS and bool(getattr(request, "dry_run", False))
+            read_only = name in READ_ONLY_RPCS or dry_run
         else:
             read_only = service in READ_ONLY_SERVICES
         role = self.role(peer)

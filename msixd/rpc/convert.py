@@ -15,7 +15,6 @@ Serialized messages and fields may be concatenated: the parser merges them.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from msixd.api.msix.v1 import msix_pb2 as pb
 from msixd.kernel.irq import CpuCounts, IndexSource
@@ -246,29 +245,17 @@ def _device_wire(value: Device) -> bytes:
                 iommu_group=value.ownership.iommu_group,
             )
         )
-    return message.SerializeToString() + wire + b"".join(_message(DEVICE_VECTORS, _vector_wire(v)) for v in value.vectors)
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """A response already in wire bytes: msixd's server sends them as they are (msixd/rpc/server.py),
-    where a message would be serialized again. For the answers that can be large."""
-
-    data: bytes
+    vectors = b"".join(_message(DEVICE_VECTORS, _vector_wire(v)) for v in value.vectors)
+    return message.SerializeToString() + wire + vectors
 
 
 def device(value: Device) -> pb.Device:
     return pb.Device.FromString(_device_wire(value))
 
 
-def device_encoded(value: Device) -> Encoded:
-    """device(value), as the bytes it is sent as."""
-    return Encoded(_device_wire(value))
-
-
-def devices_encoded(values: list[Device]) -> Encoded:
-    """A ListDevicesResponse of values, as the bytes it is sent as."""
-    return Encoded(b"".join(_message(LIST_DEVICES, _device_wire(d)) for d in values))
+def devices(values: list[Device]) -> pb.ListDevicesResponse:
+    """A ListDevicesResponse of values: each device a length-delimited field, parsed once."""
+    return pb.ListDevicesResponse.FromString(b"".join(_message(LIST_DEVICES, _device_wire(d)) for d in values))
 
 
 def domain(value: Domain) -> pb.Domain:

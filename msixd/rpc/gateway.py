@@ -38,8 +38,11 @@ from msixd.rpc.access import Peer, PeerRegistry
 from msixd.rpc.logbudget import LogBudget
 
 log = structlog.get_logger(__name__)
-_CHUNK = 256 * 1024
-_BUFFERED = 1 << 20  # bytes queued for a slow reader before its peer is no longer read
+_CHUNK = 64 * 1024
+# Bytes queued for a slow reader before its peer is no longer read (then the kernel's socket
+# buffers and HTTP/2 flow control hold the rest): a connection costs msixd at most about this
+# plus one chunk in each direction, whatever its client does.
+_BUFFERED = 256 * 1024
 _SWEEP_SECONDS = 1.0
 
 

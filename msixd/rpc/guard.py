@@ -37,13 +37,13 @@ class Guard(grpc.ServerInterceptor):
     def __init__(self, access: Access, denials: LogBudget | None = None) -> None:
         self._access = access
         self._denials = denials or LogBudget(lines=5, seconds=10.0)
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method  # type: ignore[attr-defined]
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is not None:
             return wrapped
@@ -71,7 +71,7 @@ class Guard(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
             raise  # abort raises; this keeps type checkers and readers sure of it
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         name = split_method(method)[1]
         admit = self._admit
 

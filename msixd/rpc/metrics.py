@@ -48,7 +48,9 @@ class Metrics:
             "msixd_rpc_duration_seconds", "Time to answer an RPC", ["rpc"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.rpc_errors = Counter("msixd_rpc_errors", "RPCs answered with an error, by code", ["code"], registry=self.registry)
+        self.rpc_errors = Counter(
+            "msixd_rpc_errors", "RPCs answered with an error, by code", ["code"], registry=self.registry
+        )
         self.affinity_changes = Counter("msixd_affinity_changes", "Vector placements applied", registry=self.registry)
         self.registry.register(VectorCollector(inventory))
 

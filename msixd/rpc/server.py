@@ -5,7 +5,7 @@
   relays it to one of three gRPC servers, one per class of caller (root,
   admins, readers), each with its own workers and bound on concurrent calls.
   They listen on Unix sockets in a directory only root may enter
-  (`.<socket name>.backends/` beside the public socket, mode 0700), and answer
+  (`.<socket stem>.b/` beside the public socket, mode 0700), and answer
   a connection only when the gateway registered who is behind it.
 - The optional mutual-TLS TCP listener (orchestration tools) is a fourth
   server with its own workers and a bound on connections, handshake time and
@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import stat
-from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,7 +28,6 @@ from grpc_reflection.v1alpha import reflection
 
 from msixd.api.msix.v1 import msix_pb2, msix_pb2_grpc
 from msixd.errors import MsixdError
-from msixd.rpc import convert
 from msixd.rpc.access import Access, Peer, Role
 from msixd.rpc.gateway import Gateway, Limits
 from msixd.rpc.guard import Guard
@@ -70,7 +68,13 @@ def admin_socket(socket_path: Path) -> Path:
 
 
 def backend_dir(socket_path: Path) -> Path:
-    return socket_path.with_name(f".{socket_path.name}.backends")
+    """Where the gRPC servers listen: `.msixd.b/` beside msixd.sock. Its sockets (`.msixd.b/reader`,
+    the longest) are no longer than msixd-admin.sock, so they fit wherever the public ones do."""
+    return socket_path.with_name(f".{socket_path.stem}.b")
+
+
+# sun_path in struct sockaddr_un (include/uapi/linux/un.h) holds 108 bytes, the last a NUL.
+SUN_PATH_MAX = 107
 
 
 def prepare_socket(path: Path) -> None:
@@ -78,6 +82,9 @@ def prepare_socket(path: Path) -> None:
 
     A socket someone still accepts on is left alone: SocketInUse.
     """
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        raise MsixdError(f"socket path too long for a Unix socket ({len(os.fsencode(path))} bytes, at most "
+                         f"{SUN_PATH_MAX}): {path}")
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     try:
         mode = path.lstat().st_mode
@@ -127,38 +134,6 @@ def _grpc_server(pool: Pool, guard: Guard, extra: list[tuple[str, int]] | None =
     )
 
 
-def _send_encoded(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
-    def serialize_or_send(response: Any) -> bytes:
-        if isinstance(response, convert.Encoded):
-            return response.data
-        return response if serialize is None else serialize(response)
-
-    return serialize_or_send
-
-
-class _SendingEncoded:
-    """The server, as msix_pb2_grpc.add_MsixServiceServicer_to_server sees it: each handler it
-    registers sends a response that is already convert.Encoded as it is, and serializes any other.
-
-    The generated function builds one table of handlers and registers it twice, as
-    registered methods and as a generic handler: both are registered here from that table.
-    """
-
-    def __init__(self, server: grpc.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        """The same table comes to add_registered_method_handlers, which registers it both ways."""
-
-    def add_registered_method_handlers(self, service: str,
-                                       handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
-        # grpc's handlers are named tuples (grpc._utilities.RpcMethodHandler): _replace keeps the rest.
-        sending = {name: handler._replace(  # type: ignore[attr-defined]
-            response_serializer=_send_encoded(handler.response_serializer)) for name, handler in handlers.items()}
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, sending),))
-        self._server.add_registered_method_handlers(service, sending)
-
-
 class Server:
     """msixd's listeners around its gRPC servers."""
 
@@ -185,7 +160,7 @@ class Server:
         for name in ("root", "admin", "reader"):
             server = self.servers[name] = _grpc_server(POOLS[name], guard)
             self._add_services(server, servicer)
-            server.add_insecure_port(f"unix:{self._backends / name}.sock")
+            server.add_insecure_port(f"unix:{self._backends / name}")
         self.tcp_port = 0
         if tcp_listen:
             if tls is None:
@@ -205,8 +180,7 @@ class Server:
                                access.registry, limits)
 
     def _add_services(self, server: grpc.Server, servicer: msix_pb2_grpc.MsixServiceServicer) -> None:
-        # The generated function calls only the two methods _SendingEncoded has.
-        msix_pb2_grpc.add_MsixServiceServicer_to_server(servicer, cast(grpc.Server, _SendingEncoded(server)))
+        msix_pb2_grpc.add_MsixServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
@@ -217,7 +191,7 @@ class Server:
             pool = "admin"
         else:
             pool = "reader"
-        return f"{self._backends / pool}.sock"
+        return str(self._backends / pool)
 
     def start(self) -> None:
         for server in self.servers.values():

@@ -32,7 +32,8 @@ from msixd.service.services import Services
 log = structlog.get_logger(__name__)
 audit = structlog.get_logger("msixd.audit")
 
-Handler = TypeVar("Handler", bound=Callable[..., Any])
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 _SHOWN_TEXT = 40  # a request's text shown in the log at most, before it is known to be valid
 
 
@@ -54,22 +55,26 @@ def required(request: Message, field: str) -> None:
         raise InvalidArgument(f"{name}.{field} is required (a field left out or misspelled is never taken as 0)")
 
 
-def rpc(handler: Handler) -> Handler:
+def rpc(
+    handler: Callable[[MsixServicer, Request, grpc.ServicerContext], Response],
+) -> Callable[[MsixServicer, Request, grpc.ServicerContext], Response]:
     @functools.wraps(handler)
-    def unary(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: MsixServicer, request: Request, context: grpc.ServicerContext) -> Response:
         with self._tracked(handler.__name__), self._request(handler.__name__, request, context):
             return handler(self, request, context)
 
-    return unary  # type: ignore[return-value]
+    return unary
 
 
-def rpc_stream(handler: Handler) -> Handler:
+def rpc_stream(
+    handler: Callable[[MsixServicer, Request, grpc.ServicerContext], Iterator[Response]],
+) -> Callable[[MsixServicer, Request, grpc.ServicerContext], Iterator[Response]]:
     @functools.wraps(handler)
-    def streaming(self: MsixServicer, request: Any, context: grpc.ServicerContext) -> Any:
+    def streaming(self: MsixServicer, request: Request, context: grpc.ServicerContext) -> Iterator[Response]:
         with self._request(handler.__name__, request, context):
             yield from handler(self, request, context)
 
-    return streaming  # type: ignore[return-value]
+    return streaming
 
 
 class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
@@ -153,13 +158,12 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
         return pb.EchoResponse(payload=request.payload)
 
     @rpc
-    def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> convert.Encoded:
-        devices = self._s.inventory.list_devices(request.all_devices, request.include_vectors)
-        return convert.devices_encoded(devices)
+    def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> pb.ListDevicesResponse:
+        return convert.devices(self._s.inventory.list_devices(request.all_devices, request.include_vectors))
 
     @rpc
-    def GetDevice(self, request: pb.GetDeviceRequest, context: grpc.ServicerContext) -> convert.Encoded:
-        return convert.device_encoded(self._s.inventory.get_device(request.bdf))
+    def GetDevice(self, request: pb.GetDeviceRequest, context: grpc.ServicerContext) -> pb.Device:
+        return convert.device(self._s.inventory.get_device(request.bdf))
 
     @rpc
     def ListDomains(self, request: pb.ListDomainsRequest, context: grpc.ServicerContext) -> pb.ListDomainsResponse:
@@ -227,7 +231,7 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
                 self._metrics.affinity_changes.inc()
             audit.info("affinity", vector=request.vector, irq=placed.irq, cpus=request.cpus, force=request.force,
                        effective=sorted(placed.effective_affinity), previous=sorted(placed.previous_affinity))
-        return convert.placed(bdf, placed)
+        return convert.placed(placed.bdf, placed)
 
     @rpc
     def Spread(self, request: pb.SpreadRequest, context: grpc.ServicerContext) -> pb.SpreadResponse:
@@ -241,6 +245,6 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
     @rpc
     def Trigger(self, request: pb.TriggerRequest, context: grpc.ServicerContext) -> pb.TriggerResponse:
         required(request, "vector")
-        count = self._s.owner.trigger(request.bdf, request.vector)
+        bdf, count = self._s.owner.trigger(request.bdf, request.vector)
         audit.info("trigger", vector=request.vector)
-        return pb.TriggerResponse(eventfd_count=count)
+        return pb.TriggerResponse(eventfd_count=count, bdf=bdf)

@@ -59,14 +59,44 @@ class Binding:
                 f"IOMMU group {device.iommu_group} of {bdf} also holds devices bound to host drivers: {named}; "
                 "bind or unbind them first"
             )
+        # Remembered first: should msixd die half-way, release still knows where the device belongs.
         self._owner.remember_driver(bdf, device.driver)
-        now = pcibind.bind_driver(self._roots, bdf, pcibind.VFIO_PCI)
+        try:
+            now = pcibind.bind_driver(self._roots, bdf, pcibind.VFIO_PCI)
+        except pcibind.BindError as err:
+            raise FailedPrecondition(f"{err}, {self._put_back(bdf, device.driver)}") from err
         if now != pcibind.VFIO_PCI:
             raise FailedPrecondition(
-                f"vfio-pci did not take {bdf} (driver now: {now or 'none'}); is the module loaded? (modprobe vfio-pci)"
+                f"vfio-pci did not take {bdf}, {self._put_back(bdf, device.driver)}; "
+                "is the module loaded? (modprobe vfio-pci)"
             )
         log.info("bound to vfio-pci", bdf=bdf, previous_driver=device.driver, group=device.iommu_group)
         return Bound(bdf, device.driver, now, device.iommu_group, unchanged=False)
+
+    def _put_back(self, bdf: str, previous: str | None) -> str:
+        """Undo a bind that failed half-way: no driver_override left, the device back on its own driver.
+
+        An override naming a driver that is not loaded leaves the device with no
+        driver at all (pci_match_device() in drivers/pci/pci-driver.c matches
+        nothing else): for a NIC, a network outage. Clearing it and probing
+        again lets the bus match the device by its IDs, as before the bind.
+        Returns how that went, for the error message.
+        """
+        try:
+            if pcibind.driver_of(self._roots, bdf) == previous:  # it never left: only the override goes
+                pcibind.set_driver_override(self._roots, bdf, "")
+                now = previous
+            else:
+                now = pcibind.bind_driver(self._roots, bdf, "")
+        except pcibind.BindError as err:
+            now = pcibind.driver_of(self._roots, bdf)
+            log.warning("could not undo a failed bind", bdf=bdf, expected=previous, driver=now, error=str(err))
+        if now == previous:
+            self._owner.forget_device(bdf)
+            log.warning("bind failed; the device is back on its driver", bdf=bdf, driver=previous)
+            return f"so it is back on {previous}" if previous else "so it is left without a driver, as it was"
+        log.error("bind failed and the device is not back on its driver", bdf=bdf, expected=previous, driver=now)
+        return f"and it could not be put back on {previous or 'no driver'} (driver now: {now or 'none'})"
 
     def release(self, bdf: str) -> Released:
         bdf = pci.parse_bdf(bdf)

@@ -236,9 +236,9 @@ class Inventory:
             )
         for name, domain in domains.items():
             if domain.source is DomainSource.DEBUGFS:
-                info = debugfs.read_domain(self._roots, name)
-                if info is not None:
-                    domains[name] = replace(domain, size=info.size, mapped=info.mapped)
+                counted = debugfs.read_domain(self._roots, name)
+                if counted is not None:
+                    domains[name] = replace(domain, size=counted.size, mapped=counted.mapped)
         return sorted(domains.values(), key=lambda d: d.name)
 
     # Status

@@ -208,13 +208,13 @@ class Owner:
             self._desired.drop_vector(device.bdf, vector, len(device.eventfds))
             return [vector]
 
-    def trigger(self, bdf: str, vector: int) -> int:
-        """Loopback interrupt on an owned vector; returns its eventfd count after."""
+    def trigger(self, bdf: str, vector: int) -> tuple[str, int]:
+        """Loopback interrupt on an owned vector; returns the device's BDF and the vector's eventfd count after."""
         with self._locked(bdf, open_it=False) as device:
             if vector not in device.eventfds:
                 raise VectorNotFound(device.bdf, vector)
             self._vfio.msix_trigger(device.device_fd, vector)
-            return self._drain(device, [vector])[vector]
+            return device.bdf, self._drain(device, [vector])[vector]
 
     def _new_eventfds(self, count: int) -> list[int]:
         fds: list[int] = []

@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Placed:
+    bdf: str
     vector: int
     irq: int
     # Read back after the write; in a dry run, what would be written.
@@ -91,7 +92,8 @@ class Placement:
             raise VectorNotFound(device.pci.bdf, vector)
         if dry_run:
             self._check_settable(target)
-            return Placed(target.index, target.irq, cpus, target.effective_affinity, target.affinity, dry_run=True)
+            return Placed(device.pci.bdf, target.index, target.irq, cpus, target.effective_affinity, target.affinity,
+                          dry_run=True)
         return self._place(device.pci.bdf, target, cpus)
 
     @staticmethod
@@ -108,6 +110,7 @@ class Placement:
             after = kirq.read_proc_irq(self._roots, vector.irq)
             self._owner.remember_affinity(bdf, vector.index, cpus)
         placed = Placed(
+            bdf=bdf,
             vector=vector.index,
             irq=vector.irq,
             affinity=after.affinity if after else cpus,
@@ -118,7 +121,9 @@ class Placement:
                  effective=format_cpulist(placed.effective_affinity))
         return placed
 
-    def spread(self, bdf: str, cpus_text: str = "", dry_run: bool = False, force: bool = False) -> tuple[frozenset[int], list[PlannedPlacement]]:
+    def spread(
+        self, bdf: str, cpus_text: str = "", dry_run: bool = False, force: bool = False
+    ) -> tuple[frozenset[int], list[PlannedPlacement]]:
         """One vector per CPU, round-robin by MSI-X index over the chosen CPUs."""
         device = self._inventory.get_device(bdf)
         topology = system.read_cpus(self._roots)

@@ -49,7 +49,9 @@ class Watcher:
             from_eventfd = vector.index in counts
             total = counts[vector.index] if from_eventfd else vector.total_count
             rate = (total - before[vector.index]) / elapsed if elapsed > 0 and vector.index in before else 0.0
-            vectors.append(VectorSample(vector.index, vector.irq, total, max(rate, 0.0), from_eventfd, vector.per_cpu_count))
+            vectors.append(
+                VectorSample(vector.index, vector.irq, total, max(rate, 0.0), from_eventfd, vector.per_cpu_count)
+            )
         return Sample(device.pci.bdf, now, tuple(vectors))
 
     def stream(self, bdf: str, interval: float, count: int, wait: Callable[[float], bool]) -> Iterator[Sample]:

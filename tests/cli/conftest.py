@@ -35,6 +35,11 @@ DEVICE = pb.Device(
                   affinity_reason="the kernel manages this IRQ's affinity", per_cpu_count=[0, 0]),
     ],
 )
+def canonical(bdf: str) -> str:
+    """What msixd answers for a BDF given as BB:DD.F or in upper case."""
+    return bdf.lower() if bdf.count(":") == 2 else f"0000:{bdf.lower()}"
+
+
 UNREADABLE = pb.Device(bdf="0000:00:01.0", vendor_id=0x1AF4, device_id=0x1041, msix_probe=pb.MSIX_PROBE_UNREADABLE)
 
 
@@ -58,19 +63,22 @@ class FakeServicer(msix_pb2_grpc.MsixServiceServicer):
         context.abort(grpc.StatusCode.NOT_FOUND, f"no PCI device {request.bdf}")
 
     def ListDomains(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.ListDomainsResponse(domains=[pb.Domain(name="IR-PCI-MSI", scheme=pb.DOMAIN_SCHEME_GLOBAL,
-                                                         bdfs=["0000:00:0a.0"], mapped=5, parents=["INTEL-IR-0", "VECTOR"])])
+        domain = pb.Domain(name="IR-PCI-MSI", scheme=pb.DOMAIN_SCHEME_GLOBAL, bdfs=["0000:00:0a.0"], mapped=5,
+                           parents=["INTEL-IR-0", "VECTOR"])
+        return pb.ListDomainsResponse(domains=[domain])
 
     def SetAffinity(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
         if request.cpus == "9":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "CPU 9 is not online (online: 0-1)")
-        return pb.SetAffinityResponse(bdf=request.bdf, vector=request.vector, irq=44, affinity=[1], effective_affinity=[1])
+        return pb.SetAffinityResponse(bdf=canonical(request.bdf), vector=request.vector, irq=44, affinity=[1],
+                                      effective_affinity=[1])
 
     def Spread(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
         return pb.SpreadResponse(dry_run=request.dry_run, cpus=[0, 1],
-                                 placements=[pb.Placement(vector=0, irq=41, cpu=0), pb.Placement(vector=1, irq=42, cpu=1)])
+                                 placements=[pb.Placement(vector=0, irq=41, cpu=0),
+                                             pb.Placement(vector=1, irq=42, cpu=1)])
 
     def Enable(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
@@ -78,17 +86,19 @@ class FakeServicer(msix_pb2_grpc.MsixServiceServicer):
 
     def Disable(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        return pb.DisableResponse(released=[request.vector] if request.HasField("vector") else [0, 1, 2])
+        return pb.DisableResponse(released=[request.vector] if request.HasField("vector") else [0, 1, 2], device=DEVICE)
 
     def Trigger(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        return pb.TriggerResponse(eventfd_count=1)
+        return pb.TriggerResponse(bdf=canonical(request.bdf), eventfd_count=7)
+
 
     def Watch(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
         for n in range(request.count or 3):
             yield pb.WatchSample(bdf=request.bdf, time=1000.0 + n,
-                                 vectors=[pb.VectorSample(vector=0, irq=41, total=n, rate=1.0, source=pb.COUNT_SOURCE_EVENTFD)])
+                                 vectors=[pb.VectorSample(vector=0, irq=41, total=n, rate=1.0,
+                                                          source=pb.COUNT_SOURCE_EVENTFD)])
 
 
 @pytest.fixture

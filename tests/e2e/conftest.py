@@ -45,8 +45,8 @@ def msixd(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     def start(*args: str) -> Path:
         socket_path = tmp_path / f"msixd{len(procs)}.sock"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "msixd.main", "--socket", str(socket_path), "--log-format", "json", "--state-dir", str(tmp_path / "state"),
-             "--config", str(tmp_path / "absent.toml"), *args],
+            [sys.executable, "-m", "msixd.main", "--socket", str(socket_path), "--log-format", "json",
+             "--state-dir", str(tmp_path / "state"), "--config", str(tmp_path / "absent.toml"), *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

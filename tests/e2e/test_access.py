@@ -1,4 +1,4 @@
-"""Access control on the Unix socket, with real processes of other users (issue 5)."""
+"""Access control on the Unix socket, with real processes of other users."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_group_member_reads_but_may_not_change(daemon: tuple[Daemon, Path]) -> N
 def test_admin_group_member_may_change(daemon: tuple[Daemon, Path]) -> None:
     running, root = daemon
     # The socket file admits its group; an admin is in both groups (as the README says).
-    done = msixctl_as(4242, 4242, [READERS, ADMINS], "--socket", str(running.socket), "affinity", "0000:00:04.0", "2", "0")
+    done = msixctl_as(4242, 4242, [READERS, ADMINS], "--socket", str(running.socket),
+                      "affinity", "0000:00:04.0", "2", "0")
     assert done.returncode == 0, done.stderr
     assert (root / "proc/irq/42/smp_affinity_list").read_text() == "0"
     assert '"event": "affinity"' in running.log_text(), "every change leaves an audit line"
@@ -87,10 +88,10 @@ def test_backends_are_root_only_and_answer_no_connection_the_gateway_did_not_mak
     from msixd.api.msix.v1 import msix_pb2_grpc
 
     socket_path = daemon[0].socket
-    backends = socket_path.with_name(f".{socket_path.name}.backends")
+    backends = socket_path.with_name(".msixd.b")
     assert backends.stat().st_mode & 0o777 == 0o700 and backends.stat().st_uid == 0
-    sockets = sorted(backends.glob("*.sock"))
-    assert [s.name for s in sockets] == ["admin.sock", "reader.sock", "root.sock"]
+    sockets = sorted(backends.iterdir())
+    assert [s.name for s in sockets] == ["admin", "reader", "root"]
     for backend in sockets:
         with grpc.insecure_channel(f"unix:{backend}") as channel:
             with pytest.raises(grpc.RpcError) as err:

@@ -1,4 +1,4 @@
-"""msixd speaks systemd's notify protocol and stops gracefully (issue 5)."""
+"""msixd speaks systemd's notify protocol and stops gracefully."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The issue's acceptance check, on the machine the tests run on (read-only).
+"""What the README promises of `msixctl list` and `show`, on the machine the tests run on (read-only).
 
 msixd serves this host's real /sys and /proc; msixctl's JSON must agree with
 `lspci -vv` (table size, enable) and with /proc/interrupts and /proc/irq.

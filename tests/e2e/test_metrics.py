@@ -1,4 +1,4 @@
-"""Prometheus metrics on localhost (issue 5)."""
+"""Prometheus metrics on localhost."""
 
 from __future__ import annotations
 

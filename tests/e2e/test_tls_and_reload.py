@@ -1,4 +1,4 @@
-"""The mutual-TLS listener and configuration reload, on a real msixd process (issue 5)."""
+"""The mutual-TLS listener and configuration reload, on a real msixd process."""
 
 from __future__ import annotations
 
@@ -29,12 +29,14 @@ def make_pki(directory: Path, name: str) -> None:
     """A CA, a server certificate for 127.0.0.1, and a client certificate, all under `name`-*."""
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}-ca",
             "-keyout", f"{name}-ca.key", "-out", f"{name}-ca.pem", cwd=directory)
-    for role, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
+    extensions = (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth"))
+    for role, extension in extensions:
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}-{role}",
                 "-keyout", f"{name}-{role}.key", "-out", f"{name}-{role}.csr", cwd=directory)
         (directory / f"{name}-{role}.ext").write_text(extension + "\n")
         openssl("x509", "-req", "-in", f"{name}-{role}.csr", "-CA", f"{name}-ca.pem", "-CAkey", f"{name}-ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", f"{name}-{role}.ext", "-out", f"{name}-{role}.pem", cwd=directory)
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}-{role}.ext", "-out", f"{name}-{role}.pem",
+                cwd=directory)
 
 
 def free_port() -> int:

@@ -14,7 +14,10 @@ import os
 from dataclasses import dataclass, field
 
 from msixd.kernel import vfio as real
-from msixd.kernel.vfio import DeviceInfo, IrqInfo, PartialAllocation, RegionInfo, error
+from msixd.kernel.vfio import IrqInfo, PartialAllocation, error
+
+# VFIO_DEVICE_GET_IRQ_INFO reports eventfd signalling for MSI-X (include/uapi/linux/vfio.h).
+VFIO_IRQ_INFO_EVENTFD = 1 << 0
 
 
 @dataclass
@@ -53,9 +56,6 @@ class FakeVfio:
     def open_container(self, dev: str) -> int:
         return self._new_fd(("container", None))
 
-    def get_api_version(self, container: int) -> int:
-        return 0
-
     def check_extension(self, container: int, extension: int) -> bool:
         return extension in (real.VFIO_TYPE1v2_IOMMU, real.VFIO_NOIOMMU_IOMMU)
 
@@ -81,30 +81,18 @@ class FakeVfio:
     def group_set_container(self, group_fd: int, container: int) -> None:
         pass
 
-    def group_unset_container(self, group_fd: int) -> None:
-        pass
-
     def group_get_device_fd(self, group_fd: int, bdf: str) -> int:
         if bdf not in self.devices:
             raise error("VFIO_GROUP_GET_DEVICE_FD", errno.ENODEV)
         return self._new_fd(("device", bdf))
 
-    def device_get_info(self, device_fd: int) -> DeviceInfo:
-        return DeviceInfo(flags=real.VFIO_DEVICE_FLAGS_PCI, num_regions=9, num_irqs=5)
-
-    def device_get_region_info(self, device_fd: int, index: int) -> RegionInfo:
-        return RegionInfo(index=index, flags=3, size=4096, offset=index << 40)
-
     def device_get_irq_info(self, device_fd: int, index: int) -> IrqInfo:
         device = self._device(device_fd)
-        flags = real.VFIO_IRQ_INFO_EVENTFD | (0 if device.dynamic else real.VFIO_IRQ_INFO_NORESIZE)
+        flags = VFIO_IRQ_INFO_EVENTFD | (0 if device.dynamic else real.VFIO_IRQ_INFO_NORESIZE)
         return IrqInfo(index=index, flags=flags, count=device.table_size)
 
     def device_set_irqs(self, device_fd: int, index: int, flags: int, start: int, count: int, data: bytes = b"") -> int:
         raise NotImplementedError("the engine uses the msix_* helpers")
-
-    def device_reset(self, device_fd: int) -> None:
-        pass
 
     def msix_set_triggers(self, device_fd: int, start: int, fds: list[int]) -> None:
         device = self._device(device_fd)

@@ -1,4 +1,4 @@
-"""32 clients changing vector counts and affinities of the same devices at once (issue 6).
+"""32 clients changing vector counts and affinities of the same devices at once.
 
 msixd runs in this process over a copy of a captured tree, with the fake VFIO
 (tests/fakes/vfio.py) standing in for the kernel's. Every request must apply or
@@ -75,7 +75,8 @@ def test_concurrent_changes_linearize(
                     with lock:
                         transitions.append((answer.vectors_before, vectors))
                 else:
-                    bdf, vector = rng.choice([(OWNED, 0), (OWNED, 0), (FOREIGN, rng.randint(0, 3))])  # contend on one vector
+                    # contend on one vector
+                    bdf, vector = rng.choice([(OWNED, 0), (OWNED, 0), (FOREIGN, rng.randint(0, 3))])
                     cpus = rng.choice(["0", "1", "0-1"])
                     stub.SetAffinity(pb.SetAffinityRequest(bdf=bdf, vector=vector, cpus=cpus), timeout=30)
                     with lock:

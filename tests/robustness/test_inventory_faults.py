@@ -1,4 +1,4 @@
-"""The inventory over captured trees with kernel files corrupted, truncated, replaced or gone (issue 6).
+"""The inventory over captured trees with kernel files corrupted, truncated, replaced or gone.
 
 A listing never fails: a device or vector whose files make no sense is skipped
 (and logged); a single-device read answers or raises a typed MsixdError.
@@ -7,7 +7,7 @@ A listing never fails: a device or vector whose files make no sense is skipped
 from __future__ import annotations
 
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,12 +44,29 @@ damage = st.one_of(
 )
 
 
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """pristine(name): one private copy per tree for the module (in pytest's temporary
+    directory); each example undoes its damage."""
+    copies: dict[str, Path] = {}
+
+    def copy(name: str) -> Path:
+        if name not in copies:
+            copies[name] = materialise(name, tmp_path_factory.mktemp("faults"))
+        return copies[name]
+
+    return copy
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(TREES).flatmap(
-    lambda name: st.tuples(st.just(name), st.lists(st.tuples(st.sampled_from(TARGETS[name]), damage), min_size=1, max_size=6))))
-def test_damaged_trees_never_fail_a_listing(case: tuple[str, list[tuple[str, tuple[str, bytes]]]]) -> None:
+@given(case=st.sampled_from(TREES).flatmap(
+    lambda name: st.tuples(
+        st.just(name), st.lists(st.tuples(st.sampled_from(TARGETS[name]), damage), min_size=1, max_size=6))))
+def test_damaged_trees_never_fail_a_listing(
+    pristine: Callable[[str], Path], case: tuple[str, list[tuple[str, tuple[str, bytes]]]]
+) -> None:
     name, damages = case
-    root = _pristine(name)
+    root = pristine(name)
     originals = {rel: ((root / rel).read_bytes(), (root / rel).stat().st_mode) for rel, _ in damages}
     try:
         for rel, (kind, data) in damages:
@@ -59,16 +76,6 @@ def test_damaged_trees_never_fail_a_listing(case: tuple[str, list[tuple[str, tup
         for rel, (content, mode) in originals.items():
             _replace(root / rel, "write", content)
             (root / rel).chmod(mode)
-
-
-_COPIES: dict[str, Path] = {}
-
-
-def _pristine(name: str) -> Path:
-    """One private copy per tree for the whole run; each example undoes its damage."""
-    if name not in _COPIES:
-        _COPIES[name] = materialise(name, Path(tempfile.mkdtemp(prefix="msixd-faults-")))
-    return _COPIES[name]
 
 
 def _replace(path: Path, kind: str, data: bytes) -> None:
@@ -121,10 +128,10 @@ def _one_per_kind(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["host-6.18", "guest-6.12"])
-def test_numbers_past_any_width_never_fail_a_listing(name: str) -> None:
+def test_numbers_past_any_width_never_fail_a_listing(pristine: Callable[[str], Path], name: str) -> None:
     """Every file, each number: the listing answers and becomes its API message (no ValueError from
     int() or from a proto field too narrow for the value)."""
-    root = _pristine(name)
+    root = pristine(name)
     for rel in _one_per_kind(name):
         original, mode = (root / rel).read_bytes(), (root / rel).stat().st_mode
         try:
@@ -136,8 +143,8 @@ def test_numbers_past_any_width_never_fail_a_listing(name: str) -> None:
             (root / rel).chmod(mode)
 
 
-def test_an_msi_irqs_entry_named_past_32_bits_is_skipped() -> None:
-    root = _pristine("host-6.18")
+def test_an_msi_irqs_entry_named_past_32_bits_is_skipped(pristine: Callable[[str], Path]) -> None:
+    root = pristine("host-6.18")
     entry = root / "sys/bus/pci/devices/0000:00:04.0/msi_irqs" / ("9" * 200)
     entry.write_text("msix\n")
     try:
@@ -149,9 +156,11 @@ def test_an_msi_irqs_entry_named_past_32_bits_is_skipped() -> None:
 
 
 @pytest.mark.parametrize("index", ["4294967296", "2048", "9" * 5000])
-def test_a_vfio_handler_naming_an_index_past_the_msix_table_is_not_believed(index: str) -> None:
+def test_a_vfio_handler_naming_an_index_past_the_msix_table_is_not_believed(
+    pristine: Callable[[str], Path], index: str
+) -> None:
     """vfio-pci names its handlers "vfio-msix[<index>](<bdf>)"; an index no MSI-X table has is not one."""
-    root = _pristine("guest-6.12")
+    root = pristine("guest-6.12")
     actions = root / "sys/kernel/irq/41/actions"
     original = actions.read_bytes()
     actions.write_text(f"vfio-msix[{index}](0000:00:0a.0)\n")
@@ -163,10 +172,10 @@ def test_a_vfio_handler_naming_an_index_past_the_msix_table_is_not_believed(inde
         actions.write_bytes(original)
 
 
-def test_counts_summing_past_64_bits_skip_the_vector_not_the_answer() -> None:
+def test_counts_summing_past_64_bits_skip_the_vector_not_the_answer(pristine: Callable[[str], Path]) -> None:
     """Each count fits the API's uint64, their sum (total_count) would not: the vector is skipped
     as unreadable, never an internal error while the answer is built."""
-    root = _pristine("host-6.18")
+    root = pristine("host-6.18")
     counts = root / "sys/kernel/irq/29/per_cpu_count"
     original = counts.read_bytes()
     counts.write_text(f"{2**64 - 1},1\n")

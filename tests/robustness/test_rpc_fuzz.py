@@ -107,6 +107,7 @@ def server() -> Iterator[Served]:
     (scratch / "msixd.sock").chmod(0o666)
     yield Served(scratch / "msixd.sock", root, scratch)
     running.stop(None)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,8 @@ def test_rpc_with_generated_requests(server: Served, relays: dict[str, Path], me
     with grpc.insecure_channel(f"unix:{relays[caller.name]}") as channel:
         stub = msix_pb2_grpc.MsixServiceStub(channel)
 
-        @settings(max_examples=caller.examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @settings(max_examples=caller.examples, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
         @given(request_strategy(method))
         def call(request: object) -> None:
             CALLS[key] = CALLS.get(key, 0) + 1

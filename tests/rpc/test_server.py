@@ -164,3 +164,21 @@ def test_over_long_cpu_numbers_are_invalid_argument(stub: msix_pb2_grpc.MsixServ
             call(request)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
         assert "too long" in err.value.details() and len(err.value.details()) < 300
+
+
+def test_a_long_socket_path_is_served_or_refused_in_one_line(host_roots: KernelRoots, tmp_path: Path) -> None:
+    """sun_path holds 107 bytes. msixd's own sockets beside the public one must fit whenever
+    the public one fits (msixd-admin.sock is the longest of them), and a path that cannot fit
+    is refused with a message, never a traceback from gRPC."""
+    services = Services.build(host_roots, tmp_path / "state.json")
+    room = 107 - len(str(tmp_path)) - len("/msixd-admin.sock") - 1
+    deep = tmp_path / ("d" * room)
+    served = serve(services, deep / "msixd.sock")
+    try:
+        with grpc.insecure_channel(f"unix:{deep / 'msixd.sock'}") as channel:
+            msix_pb2_grpc.MsixServiceStub(channel).GetStatus(pb.GetStatusRequest(), timeout=10)
+    finally:
+        served.stop(None)
+    too_deep = tmp_path / ("d" * (room + 1))
+    with pytest.raises(MsixdError, match="too long"):
+        serve(services, too_deep / "msixd.sock")

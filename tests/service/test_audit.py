@@ -51,7 +51,9 @@ def owner_and_fake(roots: KernelRoots, state: Path) -> tuple[Owner, FakeVfio]:
     return Owner(roots, StateStore(state), vfio=fake), fake  # type: ignore[arg-type]
 
 
-def test_restore_at_start_is_audited(roots: KernelRoots, tmp_path: Path, logged: list[MutableMapping[str, Any]]) -> None:
+def test_restore_at_start_is_audited(
+    roots: KernelRoots, tmp_path: Path, logged: list[MutableMapping[str, Any]]
+) -> None:
     first, _ = owner_and_fake(roots, tmp_path / "state.json")
     first.enable(BDF, 3)
     first.remember_affinity(BDF, 1, frozenset({1}))
@@ -106,8 +108,9 @@ def test_release_when_the_kernel_asks_and_taking_back_are_audited(
     }]
 
 
-def test_binding_a_returned_device_again_is_audited(roots: KernelRoots, tmp_path: Path, logged: list[MutableMapping[str, Any]],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_binding_a_returned_device_again_is_audited(
+    roots: KernelRoots, tmp_path: Path, logged: list[MutableMapping[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A device msixd had bound comes back on its old driver: msixd binds it to vfio-pci again, and says so."""
     owner, fake = owner_and_fake(roots, tmp_path / "state.json")
     owner.remember_driver(BDF, "virtio-pci")

@@ -163,6 +163,7 @@ def test_guest_trees_with_vfio_vectors(tree: Callable[[str], Path], name: str, s
         assert (domains[chip].size, domains[chip].mapped) == (5, 5)
     assert all(d.parents == ("INTEL-IR-0", "VECTOR") for d in domains.values())
     status = inventory.status()
-    assert status.features.per_device_msi_domains.state is (State.PRESENT if scheme is DomainScheme.PER_DEVICE else State.ABSENT)
+    per_device = State.PRESENT if scheme is DomainScheme.PER_DEVICE else State.ABSENT
+    assert status.features.per_device_msi_domains.state is per_device
     assert status.features.dynamic_msix.state is (State.ABSENT if name == "guest-6.1" else State.UNKNOWN)
     assert status.features.vfio.state is State.PRESENT and status.features.iommu_groups.state is State.PRESENT

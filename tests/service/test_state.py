@@ -139,7 +139,9 @@ json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
               st.sampled_from([math.inf, -math.inf, LONG, 2048, 2049, MAX_CPUS, "", "0000:00:03.0", "../x"]),
               st.text(max_size=12)),
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 bdfs = st.one_of(st.just(BDF), st.from_regex(r"[0-9a-f]{4}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]", fullmatch=True))

@@ -13,7 +13,7 @@ from msixd.kernel.roots import KernelRoots
 @pytest.mark.parametrize(
     ("bdf", "chip", "hwirq", "actions", "expected"),
     [
-        # 6.12 guest, per-device remapped domain: hwirq is the index (kernel-interfaces.md §0).
+        # 6.12 guest, per-device remapped domain: hwirq is the index (msi_create_device_irq_domain()).
         ("0000:00:09.0", "IR-PCI-MSIX-0000:00:09.0", 3, (), (3, IndexSource.HWIRQ)),
         # this host, per-device domain without remapping.
         ("0000:00:01.0", "PCI-MSIX-0000:00:01.0", 4, ("virtio0-reporting_vq",), (4, IndexSource.HWIRQ)),

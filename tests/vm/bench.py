@@ -7,7 +7,7 @@ status, the kernel release, its uptime when tests start, and one JSON line per
 test there. vng's own exit status means nothing in console mode (255 even on
 success) and is not used.
 
-Guest topology (shared/real-kernel-bench.md): 2 CPUs, 2 GiB; an Intel IOMMU
+Guest topology (the QEMU command line below): 2 CPUs, 2 GiB; an Intel IOMMU
 with interrupt remapping, listed before the devices it covers; an e1000e (5
 MSI-X vectors, can raise real interrupts), an nvme with a 2048-entry MSI-X table (the most
 PCI allows; more than the guest's CPUs have interrupt vectors for),
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,11 @@ def qemu_devices(disk: Path) -> str:
     )
 
 
+# e1000e's options are per board, and every probe counts as a new board (its
+# bd_number, drivers/net/ethernet/intel/e1000e/param.c, up to E1000_MAX_NIC =
+# 32): a value for each, so that a device bound back after a test stays unthrottled.
+E1000E_OPTIONS = "InterruptThrottleRate=" + ",".join(["0"] * 32)
+
 GUEST_SCRIPT = """\
 set -u
 out={out}
@@ -96,7 +102,9 @@ uname -r > $out/release
 # QEMU 7.2's e1000e aborts when an interrupt-throttling timer fires after
 # MSI-X was disabled (fixed upstream in QEMU 8.0, "e1000e: Do not assert when
 # MSI-X is disabled later"): the driver runs unthrottled, so it arms none.
-modprobe e1000e InterruptThrottleRate=0 2>$out/modprobe.err
+# udev may have loaded it already, without the option: load it again.
+modprobe -r e1000e 2>/dev/null
+modprobe e1000e {e1000e_options} 2>$out/modprobe.err
 modprobe -a vfio-pci nvme virtio_net 2>>$out/modprobe.err
 udevadm settle 2>/dev/null || sleep 1
 cut -d' ' -f1 /proc/uptime > $out/uptime_at_start
@@ -110,6 +118,7 @@ echo $? > $out/rc
 @dataclass
 class GuestRun:
     kernel: str
+    kind: str = "host-root"  # or "systemd": tests/vm/systemd_guest.py
     release: str = ""
     rc: int | None = None
     wall_seconds: float = 0.0
@@ -117,14 +126,37 @@ class GuestRun:
     results: dict[str, dict] = field(default_factory=dict)
     console: str = ""
     pytest_log: str = ""
+    uptime_at_end: float | None = None
+    journal: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def read_results(self, outdir: Path) -> None:
+        """What the guest wrote: release, pytest's exit status and log, one JSON line per test report."""
+        self.release = _read(outdir / "release")
+        rc = _read(outdir / "rc")
+        self.rc = int(rc) if rc.isdigit() else None
+        uptime = _read(outdir / "uptime_at_start")
+        self.uptime_at_start = float(uptime) if uptime else None
+        uptime = _read(outdir / "uptime_at_end")
+        self.uptime_at_end = float(uptime) if uptime else None
+        self.pytest_log = _read(outdir / "pytest.log")
+        self.journal = _read(outdir / "journal.txt")
+        report = outdir / "report.jsonl"
+        if report.is_file():
+            for text in report.read_text().splitlines():
+                _merge(self.results, json.loads(text))
 
     def summary(self) -> str:
         boot = f"guest up to tests in {self.uptime_at_start:.1f} s of guest time" if self.uptime_at_start else "no boot"
+        if self.uptime_at_start and self.uptime_at_end:
+            boot += f", tests {self.uptime_at_end - self.uptime_at_start:.1f} s"
         counts: dict[str, int] = {}
         for result in self.results.values():
             counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
         tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no test results"
-        return f"Linux {self.release or '?'}: {boot}; {tally}; guest pytest exit {self.rc}; {self.wall_seconds:.1f} s wall"
+        notes = "".join(f"; {note}" for note in self.notes)
+        return (f"Linux {self.release or '?'}: {boot}; {tally}; guest pytest exit {self.rc}; "
+                f"{self.wall_seconds:.1f} s wall{notes}")
 
     def console_tail(self, lines: int = 40) -> str:
         """The guest's pytest output; when pytest did not finish, the kernel console's end too
@@ -165,12 +197,23 @@ def boot(kernel: str, guest_script: str, out: Path) -> tuple[str, float]:
     ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     started = time.monotonic()
-    try:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=GUEST_TIMEOUT)
-        console = done.stdout + done.stderr
-    except subprocess.TimeoutExpired as err:
-        console = f"guest killed after {GUEST_TIMEOUT:.0f} s\n{err.stdout or ''}{err.stderr or ''}"
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True, start_new_session=True) as vng:
+        try:
+            console, _ = vng.communicate(timeout=GUEST_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            kill_guest(vng)
+            console = f"guest killed after {GUEST_TIMEOUT:.0f} s\n{vng.communicate()[0]}"
     return console, time.monotonic() - started
+
+
+def kill_guest(vng: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """End vng and everything it started: QEMU runs as its grandchild and outlives a kill of vng alone."""
+    try:
+        os.killpg(vng.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    vng.wait()
 
 
 def run_guest(kernel: str, nodeids: list[str]) -> GuestRun:
@@ -178,20 +221,11 @@ def run_guest(kernel: str, nodeids: list[str]) -> GuestRun:
     run = GuestRun(kernel)
     with tempfile.TemporaryDirectory(prefix=f"msixd-bench-{kernel}-") as out:
         script = GUEST_SCRIPT.format(
-            out=GUEST_OUT, repo=REPO, kernel=kernel, python=sys.executable, nodeids=" ".join(f"'{n}'" for n in nodeids)
+            out=GUEST_OUT, repo=REPO, kernel=kernel, python=sys.executable, nodeids=" ".join(f"'{n}'" for n in nodeids),
+            e1000e_options=E1000E_OPTIONS,
         )
         run.console, run.wall_seconds = boot(kernel, script, Path(out))
-        outdir = Path(out)
-        run.release = _read(outdir / "release")
-        rc = _read(outdir / "rc")
-        run.rc = int(rc) if rc.isdigit() else None
-        uptime = _read(outdir / "uptime_at_start")
-        run.uptime_at_start = float(uptime) if uptime else None
-        run.pytest_log = _read(outdir / "pytest.log")
-        report = outdir / "report.jsonl"
-        if report.is_file():
-            for text in report.read_text().splitlines():
-                _merge(run.results, json.loads(text))
+        run.read_results(Path(out))
     return run
 
 
@@ -206,7 +240,8 @@ EXEC_SCRIPT = """\
 set -u
 cd {repo}
 export PYTHONDONTWRITEBYTECODE=1 MSIXD_IN_GUEST={kernel} PATH={bindir}:$PATH
-modprobe e1000e InterruptThrottleRate=0
+modprobe -r e1000e 2>/dev/null
+modprobe e1000e {e1000e_options}
 modprobe -a vfio-pci nvme virtio_net
 {command} > {out}/output 2>&1
 echo $? > {out}/rc
@@ -233,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     script = EXEC_SCRIPT.format(
         repo=REPO, kernel=args.kernel, bindir=Path(sys.executable).parent, out=GUEST_OUT,
-        command=shlex.join(args.command),
+        command=shlex.join(args.command), e1000e_options=E1000E_OPTIONS,
     )
     console, wall = boot(args.kernel, script, args.out)
     print(_read(args.out / "output"))

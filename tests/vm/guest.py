@@ -47,7 +47,7 @@ def raise_e1000e_interrupt(device_fd: int, vector: int) -> None:
 
 
 def bind_vfio(bdf: str) -> None:
-    """driver_override + unbind + drivers_probe, as kernel-interfaces.md §6 (guest only)."""
+    """driver_override + unbind + drivers_probe (Documentation/ABI/testing/sysfs-bus-pci; guest only)."""
     (SYS_PCI / bdf / "driver_override").write_text("vfio-pci")
     current = driver_of(bdf)
     if current:
@@ -69,3 +69,7 @@ def netdev_up(bdf: str) -> str:
     (name,) = os.listdir(SYS_PCI / bdf / "net")
     subprocess.run(["ip", "link", "set", name, "up"], check=True)
     return name
+
+
+# "systemd" inside the guest that boots with systemd as PID 1, "" elsewhere.
+IN_GUEST_KIND = os.environ.get("MSIXD_GUEST_KIND", "")

@@ -1,7 +1,8 @@
 """VFIO with plain os/fcntl/struct, independent of msixd's own code (guest only).
 
 Used to prove the kernel interface by itself, and to make the e1000e raise a
-real MSI-X interrupt through its BAR0 (shared/kernel-interfaces.md §0).
+real MSI-X interrupt through its BAR0 (registers as Linux's e1000e driver names
+them: drivers/net/ethernet/intel/e1000e/regs.h and defines.h).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@
 #   bookworm's 6.1 and bookworm-backports' 6.12, the newest of each;
 # - their modules made visible at /lib/modules/<version> (the guest boots on
 #   the host's root file system) and indexed with depmod;
+# - a Debian bookworm root file system built with mmdebstrap from Debian's
+#   packages, for the guest that boots with systemd as PID 1 (tests/vm/systemd_guest.py
+#   copies it for each test session and installs the project into the copy).
 # virtme-ng (vng) comes from PyPI with the project's test extra.
 # Writes $CACHE/kernels.env: one line per kernel, KERNEL_<tag>=<vmlinuz path>.
 set -euo pipefail
@@ -26,6 +29,8 @@ missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v depmod >/dev/null || missing+=(kmod)
 command -v busybox >/dev/null || missing+=(busybox-static)  # vng builds the guest's initramfs with it
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v mke2fs >/dev/null && command -v debugfs >/dev/null || missing+=(e2fsprogs)  # the systemd guest's disk
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -83,5 +88,27 @@ fetch_kernel() {  # tag regex
     fetch_kernel 6.12 '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$'
 } > "$CACHE/kernels.env.tmp"
 mv "$CACHE/kernels.env.tmp" "$CACHE/kernels.env"
+
+# The systemd guest's root file system. irqbalance is there for tests that run
+# it beside msixd, disabled so that only those tests start it; the serial
+# console stays free of a login prompt; e1000e runs unthrottled (as in the
+# other guests: QEMU 7.2 aborts when its throttling timer fires after MSI-X was
+# disabled; the option is per board and every probe counts as a new one, up to
+# 32, see tests/vm/bench.py). Rebuilt only when this recipe changes.
+packages=systemd,systemd-sysv,udev,dbus,kmod,procps,iproute2,pciutils,passwd,python3,python3-venv,python3-pytest,irqbalance
+hooks=(
+    --customize-hook='chroot "$1" systemctl --quiet disable irqbalance.service'
+    --customize-hook='chroot "$1" systemctl --quiet mask serial-getty@ttyS0.service'
+    --customize-hook='echo "options e1000e InterruptThrottleRate=$(printf "0,%.0s" $(seq 31))0" > "$1/etc/modprobe.d/msixd-bench.conf"'
+)
+recipe=$(printf '%s\n' "$packages" "${hooks[@]}" "$mirror" | sha256sum | cut -c1-16)
+rootfs=$CACHE/rootfs-bookworm
+if [[ $(cat "$rootfs.recipe" 2>/dev/null) != "$recipe" ]]; then
+    rm -rf "$rootfs" "$rootfs.tmp"
+    mmdebstrap --quiet --variant=minbase --include="$packages" "${hooks[@]}" bookworm "$rootfs.tmp" \
+        "deb $mirror bookworm main" "deb $mirror bookworm-updates main" "deb ${mirror}-security bookworm-security main"
+    mv "$rootfs.tmp" "$rootfs"
+    echo "$recipe" > "$rootfs.recipe"
+fi
 
 cat "$CACHE/kernels.env"

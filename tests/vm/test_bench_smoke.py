@@ -29,3 +29,12 @@ def test_guest_topology() -> None:
 
         probe, cap = find_msix(config)
         assert cap is not None and cap.table_size == vectors, f"{bdf}: {probe} {cap}"
+
+
+def test_e1000e_runs_unthrottled() -> None:
+    """QEMU 7.2 aborts when an e1000e throttling timer fires after MSI-X is disabled: the driver must arm none."""
+    import subprocess
+
+    lines = [line for line in subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout.splitlines()
+             if "Interrupt Throttling Rate" in line]
+    assert lines and all(line.endswith("turned off") for line in lines), lines

@@ -1,4 +1,4 @@
-"""The VFIO engine on real kernels (issue 4), inside a bench guest.
+"""The VFIO engine on real kernels, inside a bench guest.
 
 msixd runs in this test process (its gRPC server on a socket under /tmp), so the
 test can also use msixd's own device fd to make the e1000e raise a real
@@ -159,7 +159,8 @@ def test_restart_reapplies_state(state_dir: Path) -> None:
 def test_group_held_by_another_process(msixd: Msixd, e1000e: str) -> None:
     group = guest.iommu_group(e1000e)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import os, time; fd = os.open('/dev/vfio/{group}', os.O_RDWR); print('held', flush=True); time.sleep(60)"],
+        [sys.executable, "-c",
+         f"import os, time; fd = os.open('/dev/vfio/{group}', os.O_RDWR); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,4 +1,4 @@
-"""The read-only inventory against a real kernel's own truth (issue 3), inside a bench guest.
+"""The read-only inventory against a real kernel's own truth, inside a bench guest.
 
 6.1 puts MSI-X vectors in the global remapping domain (chip IR-PCI-MSI, hwirq
 (dev_id << 11) | index); 6.12 gives every device its own domain (chip
@@ -115,5 +115,5 @@ def test_status_features(services: Services) -> None:
     assert features.iommu_groups.state is State.PRESENT
     assert features.interrupt_remapping.state is State.PRESENT
     assert features.per_device_msi_domains.state is (State.PRESENT if PER_DEVICE_DOMAINS else State.ABSENT)
-    # Debian's kernels are built without CONFIG_GENERIC_IRQ_DEBUGFS (kernel-interfaces.md §0).
+    # Debian's kernels are built without CONFIG_GENERIC_IRQ_DEBUGFS (their config-* in /boot says so).
     assert features.debugfs_irq.state is not State.PRESENT

@@ -1,4 +1,4 @@
-"""The kernel's VFIO interface by itself, with plain ioctls (issue 3): both kernels."""
+"""The kernel's VFIO interface by itself, with plain ioctls: both kernels."""
 
 from __future__ import annotations
 

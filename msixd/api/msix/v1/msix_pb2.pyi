@@ -478,10 +478,12 @@ class TriggerRequest(_message.Message):
     def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ...) -> None: ...
 
 class TriggerResponse(_message.Message):
-    __slots__ = ("eventfd_count",)
+    __slots__ = ("eventfd_count", "bdf")
     EVENTFD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BDF_FIELD_NUMBER: _ClassVar[int]
     eventfd_count: int
-    def __init__(self, eventfd_count: _Optional[int] = ...) -> None: ...
+    bdf: str
+    def __init__(self, eventfd_count: _Optional[int] = ..., bdf: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("bdf", "interval_ms", "count")

@@ -1,0 +1,47 @@
+"""No comment, docstring or fixture cites a document outside the repository or an issue number:
+a reader of the repository cannot follow either. Cite the kernel, a man page or a public project."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+UNREACHABLE = re.compile(
+    r"\bshared/[\w./-]+|\b(?:kernel-interfaces|real-kernel-bench|style)\.md\b|\b[Ii]ssues? #?\d+|\(issue\b"
+)
+
+
+def tracked_text_files() -> list[Path]:
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    files = []
+    for name in names.stdout.split("\0"):
+        path = REPO / name
+        if not name or name.startswith("bench/results/") or not path.is_file():
+            continue
+        try:
+            path.read_text()
+        except UnicodeDecodeError:
+            continue  # binary: captured config space, images
+        files.append(path)
+    return files
+
+
+def test_nothing_cites_what_a_reader_cannot_open() -> None:
+    files = tracked_text_files()
+    assert len(files) > 100, "git ls-files found the repository"
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in files if path != Path(__file__)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if UNREACHABLE.search(line)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_pattern_finds_what_it_is_for() -> None:
+    for cited in ("see shared/kernel-interfaces.md §0", "(issue 6)", "Issue 6: one line", "kernel-interfaces.md §6"):
+        assert UNREACHABLE.search(cited), cited
+    for fine in ("drivers/vfio/group.c", "a shared directory", "tissue 3"):
+        assert not UNREACHABLE.search(fine), fine
