@@ -118,21 +118,21 @@ class Inventory:
         debug = debugfs.read_irq(self._roots, first) if first is not None else None
         vectors: tuple[Vector, ...] = ()
         chip = ""
+        ownership = None
+        owned = self._owner.owned(bdf) if self._owner else None
+        counts: dict[int, int] = {}
+        if owned is not None:
+            assert self._owner is not None
+            counts = self._owner.counts(bdf)
+            ownership = Ownership(owned.dynamic, len(counts), owned.group)
         if include_vectors:
-            vectors = self._vectors(bdf, irqs, debug)
+            vectors = self._vectors(bdf, irqs, debug, counts)
             chip = vectors[0].chip if vectors else ""
         else:
             for number in irqs:
                 chip = irq.read_chip_name(self._roots, number) or ""
                 if chip:
                     break
-        ownership = None
-        owned = self._owner.owned(bdf) if self._owner else None
-        if owned is not None:
-            assert self._owner is not None
-            counts = self._owner.counts(bdf)
-            vectors = tuple(replace(v, eventfd_count=counts.get(v.index, 0)) for v in vectors)
-            ownership = Ownership(owned.dynamic, len(counts), owned.group)
         return Device(
             pci=pci_device,
             irq_mode=_irq_mode((mode,)),
@@ -142,11 +142,13 @@ class Inventory:
             ownership=ownership,
         )
 
-    def _vectors(self, bdf: str, irqs: list[int], debug: debugfs.DebugfsIrq | None) -> tuple[Vector, ...]:
+    def _vectors(self, bdf: str, irqs: list[int], debug: debugfs.DebugfsIrq | None,
+                 eventfd_counts: dict[int, int]) -> tuple[Vector, ...]:
+        """The vectors of irqs; eventfd_counts: what msixd's eventfds counted, per vector index."""
         vectors = []
         for position, number in enumerate(irqs):
             try:
-                vector = self._vector(bdf, position, number, debug)
+                vector = self._vector(bdf, position, number, debug, eventfd_counts)
             except KernelFormatError as err:
                 log.warning("vector skipped: unreadable irq entry", bdf=bdf, irq=number, error=str(err))
                 continue
@@ -155,7 +157,8 @@ class Inventory:
         vectors.sort(key=_BY_INDEX)
         return tuple(vectors)
 
-    def _vector(self, bdf: str, position: int, number: int, debug: debugfs.DebugfsIrq | None) -> Vector | None:
+    def _vector(self, bdf: str, position: int, number: int, debug: debugfs.DebugfsIrq | None,
+                eventfd_counts: dict[int, int]) -> Vector | None:
         sys_irq = irq.read_sys_irq(self._roots, number)
         if sys_irq is None:
             log.debug("irq freed during listing", bdf=bdf, irq=number)
@@ -167,7 +170,7 @@ class Inventory:
         if proc_irq is None:
             return Vector(index, source, number, chip, hwirq, actions, sys_irq.type, frozenset(), frozenset(), False,
                           f"no handler was ever requested on IRQ {number} (no /proc/irq/{number})", -1,
-                          sys_irq.per_cpu_count)
+                          sys_irq.per_cpu_count, eventfd_counts.get(index, 0))
         settable, reason = proc_irq.settable, proc_irq.reason
         if settable and debug is not None:  # debugfs has IRQ files: it knows which are managed
             info = debug if debug.irq == number else debugfs.read_irq(self._roots, number)
@@ -175,7 +178,8 @@ class Inventory:
                 settable, reason = False, "the kernel manages this IRQ's affinity (IRQD_AFFINITY_MANAGED)"
         # Positional, in the order of Vector's fields: this runs once per vector of every answer.
         return Vector(index, source, number, chip, hwirq, actions, sys_irq.type, proc_irq.affinity,
-                      proc_irq.effective_affinity, settable, reason, proc_irq.node, sys_irq.per_cpu_count)
+                      proc_irq.effective_affinity, settable, reason, proc_irq.node, sys_irq.per_cpu_count,
+                      eventfd_counts.get(index, 0))
 
     # Domains
 
