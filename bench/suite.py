@@ -87,6 +87,10 @@ def run_in_guest(kernel: str, module: str, name: str, out: Path) -> dict | None:
             print(f"bench: {name} on {kernel} failed (exit {rc})", file=sys.stderr)
             return None
         data = json.loads(result.read_text())
+    profiles = data.pop("profiles", None)
+    if profiles:  # where the time goes, as text beside the figures
+        (out / f"profile-{name}-{kernel}.txt").write_text(
+            "".join(f"== {what} ==\n{text}\n" for what, text in profiles.items()))
     save(f"{name}-{kernel}", data, out)
     return data
 

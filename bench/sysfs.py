@@ -40,6 +40,7 @@ ROUNDS = 15
 CALLS = 10
 VECTORS = 64
 NVME = (0x1B36, 0x0010)
+E1000E = (0x8086, 0x10D3)
 
 
 def measure(works: dict[str, Callable[[], object]], rounds: int, calls: int) -> dict[str, list[float]]:
@@ -62,6 +63,23 @@ def report(samples: dict[str, list[float]], msixd: str, floor: str, cold: str) -
         "ratio": ratio(samples[msixd], samples[floor]),
         "ratio_to_cold_floor": ratio(samples[msixd], samples[cold]),
     }
+
+
+def profile(work: Callable[[], object], calls: int) -> str:
+    """Where the time of calls calls of work goes (cProfile: deterministic, so it also counts
+    the calls; it slows Python down more than the reads, so its shares lean towards Python)."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        work()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+    return text.getvalue()
 
 
 def whole_config(roots: KernelRoots, bdf: str) -> tuple[int, float]:
@@ -129,11 +147,17 @@ def main() -> None:
         row = device_row(services, roots, bdf, args.rounds, args.calls, {bdf: list(owned.eventfds.values())})
         results["owned"] = {"bdf": bdf, **row}
         print("owned", bdf, {k: v for k, v in row.items() if k != "seconds"}, flush=True)
+        owned_profile = profile(lambda: inventory.get_device(bdf), args.calls * 5)
     finally:
         services.owner.close_all()
         services.binding.release(bdf)
         if guest.driver_of(bdf) != before:
             guest.rebind(bdf, before)
+    e1000e = guest.find_device(*E1000E)
+    profiles = {f"GetDevice {e1000e} (e1000e), {args.calls * 20} calls":
+                profile(lambda: inventory.get_device(e1000e), args.calls * 20),
+                f"GetDevice {bdf} (nvme owned, {args.vectors} vectors), {args.calls * 5} calls": owned_profile}
+    results["profiles"] = profiles
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
