@@ -175,6 +175,40 @@ def run(cpus: list[int], irqs: list[int], rounds: int = ROUNDS) -> list[dict[str
     return results
 
 
+def breakdown(ncpus: int, nirqs: int, rounds: int = ROUNDS) -> str:
+    """Where ListDevices' CPU time goes beyond the floor, step by step, in process: the reads
+    and their parsing, the wire bytes, the message the servicer returns (parsed from them),
+    gRPC's serialization of it, and the caller's parse of what it receives. The rest of the
+    RPC's cost (HTTP/2, the gateway's relay) is the socket figure less these."""
+    from msixd.rpc import convert
+
+    with tempfile.TemporaryDirectory(prefix="msixd-bench-") as scratch:
+        tree = Path(scratch) / "tree"
+        generate(tree, ncpus, nirqs)
+        roots = KernelRoots.under(tree)
+        inventory, warm = Inventory(roots), Floor(roots)
+        found = inventory.list_devices(include_vectors=True)
+        warm.inventory()
+        message = convert.devices(found)
+        data = message.SerializeToString()
+        steps: dict[str, Callable[[], object]] = {
+            "floor (the fewest reads)": warm.inventory,
+            "Inventory.list_devices (reads and parsing)": lambda: inventory.list_devices(include_vectors=True),
+            "wire bytes of the devices (convert.devices_wire)": lambda: convert.devices_wire(found),
+            "convert.devices (wire bytes, parsed into the message)": lambda: convert.devices(found),
+            "SerializeToString (gRPC sends the message)": message.SerializeToString,
+            "ListDevicesResponse.FromString (the caller receives it)": lambda: pb.ListDevicesResponse.FromString(data),
+        }
+        samples = {name: [cpu(work) for _ in range(rounds)] for name, work in steps.items()}
+    floor_s = statistics.median(samples["floor (the fewest reads)"])
+    lines = [f"ListDevices(include_vectors) at {ncpus} CPUs, {nirqs} IRQs: {len(found)} devices, "
+             f"{len(data)} bytes; CPU time, median of {rounds}", ""]
+    for name, values in samples.items():
+        seconds = statistics.median(values)
+        lines.append(f"{seconds * 1e3:9.2f} ms  {seconds / floor_s:5.2f}x floor  {name}")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     import argparse
 

@@ -224,3 +224,79 @@ def profile_get_device(out: Path, calls: int = 3000) -> str:
     (out / "profile-get_device.txt").write_text(text)
     subprocess.run(["rm", "-rf", str(scratch)], check=False)
     return text
+
+
+def _collapsed_summary(raw: str, top: int = 25) -> str:
+    """py-spy's collapsed stacks ("frame;frame;... count" per line) as the frames with the most
+    samples: on their own (self) and with what they call (inclusive)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")[1:]  # the first is the thread
+        total += count
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    lines = [f"{total} samples on CPU"]
+    for title, table in (("self", own), ("inclusive", inclusive)):
+        lines += ["", f"-- {title} --"]
+        for frame, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            lines.append(f"{100 * count / max(total, 1):5.1f}%  {frame}")
+    return "\n".join(lines) + "\n"
+
+
+def profile_server(out: Path, method: str = "GetDevice", seconds: int = 8) -> str:
+    """Where msixd's process spends its CPU while one client sends `method` back to back
+    (py-spy, sampling every thread on CPU: the gateway's relay, gRPC, the guard, the work).
+    Saved as profile-rpc-<method>.txt."""
+    from tests.e2e.conftest import wait_serving
+
+    scratch = Path(tempfile.mkdtemp(prefix="msixd-rpc-profile-"))
+    root = materialise("guest-6.12", scratch)
+    socket = scratch / "msixd.sock"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "msixd.main", "--socket", str(socket), "--state-dir", str(scratch / "state"),
+         "--config", str(scratch / "absent.toml"), "--root", str(root), "--log-format", "json", "--log-level", "error"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_serving(socket, daemon)
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(1) as pool:
+            pending = pool.apply_async(_call_for, (str(socket), method, seconds + 2.0))
+            raw_path = scratch / "stacks.txt"
+            spy = str(Path(sys.executable).parent / "py-spy")
+            subprocess.run([spy, "record", "--pid", str(daemon.pid), "--duration", str(seconds), "--rate", "500",
+                            "--format", "raw", "--output", str(raw_path), "--nonblocking"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            made = pending.get(timeout=seconds + 60)
+        text = (f"msixd serving {method} of {E1000E} (captured guest-6.12 tree) to one client, back to back: "
+                f"{made} calls in {seconds + 2.0:.0f} s\n\n" + _collapsed_summary(raw_path.read_text()))
+        (out / f"profile-rpc-{method}.txt").write_text(text)
+        return text
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        subprocess.run(["rm", "-rf", str(scratch)], check=False)
+
+
+def _call_for(socket: str, method: str, seconds: float) -> int:
+    """Call method back to back for seconds; the number of calls made."""
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        stub = msix_pb2_grpc.MsixServiceStub(channel)
+        call = {
+            "Echo": lambda: stub.Echo(pb.EchoRequest(payload=b"msixd")),
+            "GetDevice": lambda: stub.GetDevice(pb.GetDeviceRequest(bdf=E1000E)),
+        }[method]
+        made = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            call()
+            made += 1
+        return made

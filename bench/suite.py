@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         cpus, irqs = ([64, 256], [512, 4096]) if args.quick else ([64, 256, 1024], [512, 4096, 16384])
         rows = inventory.run(cpus, irqs)
         save("inventory", {"grid": rows, "scaling": scaling(rows), "machine": machine()}, args.out)
+        largest = (cpus[-1], irqs[0])  # the most CPUs: the longest count lines per IRQ
+        (args.out / f"profile-list_devices-{largest[0]}cpus.txt").write_text(inventory.breakdown(*largest))
     if "rpc" in parts:
         from bench import rpc
 
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         save("rpc", {"samples_per_method": rpc.SAMPLES, "rows": rows, "footprint": rpc.footprint(),
                      "machine": machine()}, args.out)
         rpc.profile_get_device(args.out)
+        for method in ("Echo", "GetDevice"):  # msixd's process under each: what the work adds
+            rpc.profile_server(args.out, method)
     if "vfio" in parts:
         for kernel in ("6.1", "6.12"):
             run_in_guest(kernel, "bench.vfio", "vfio", args.out)

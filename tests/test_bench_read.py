@@ -19,3 +19,9 @@ def test_inventory_against_the_floor_and_its_goals(tmp_path: Path) -> None:
     summary = report.write(tmp_path)
     assert "**Goals**" in summary and "every grid point" in summary
     assert (tmp_path / "inventory.png").is_file()
+
+
+def test_breakdown_names_every_step() -> None:
+    text = inventory.breakdown(64, 64, rounds=1)
+    assert "64 CPUs, 64 IRQs" in text and "x floor" in text
+    assert len([line for line in text.splitlines() if " ms " in line]) == 6

@@ -253,9 +253,13 @@ def device(value: Device) -> pb.Device:
     return pb.Device.FromString(_device_wire(value))
 
 
+def devices_wire(values: list[Device]) -> bytes:
+    """A ListDevicesResponse of values as wire bytes: each device a length-delimited field."""
+    return b"".join(_message(LIST_DEVICES, _device_wire(d)) for d in values)
+
+
 def devices(values: list[Device]) -> pb.ListDevicesResponse:
-    """A ListDevicesResponse of values: each device a length-delimited field, parsed once."""
-    return pb.ListDevicesResponse.FromString(b"".join(_message(LIST_DEVICES, _device_wire(d)) for d in values))
+    return pb.ListDevicesResponse.FromString(devices_wire(values))
 
 
 def domain(value: Domain) -> pb.Domain:
