@@ -313,7 +313,8 @@ def goals(inventory: dict | None, sysfs: dict[str, dict], rpc: dict | None) -> l
     if rpc and "GetDevice_p50_vs_bare" in rpc["rows"][0]:
         for r in rpc["rows"]:
             worst = max(r["GetDevice_p50_vs_bare"], r["GetDevice_p99_vs_bare"])
-            rows.append((f"GetDevice p50 and p99 ≤ {GOAL_VS_BARE}× a bare grpcio Echo, {r['clients']} clients",
+            clients = f"{r['clients']} client" + ("s" if r["clients"] != 1 else "")
+            rows.append((f"GetDevice p50 and p99 ≤ {GOAL_VS_BARE}× a bare grpcio Echo, {clients}",
                          _verdict(worst, GOAL_VS_BARE)))
     if not rows:
         return []
