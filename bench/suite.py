@@ -21,6 +21,9 @@ this machine's only. The parts:
 - vfio and watch, in a 6.1 and a 6.12 guest of the real-kernel bench
   (bench/vfio.py): enable and resize, and the CPU cost of counting loopback
   interrupts, against direct ioctls and a bare epoll loop;
+- lease, in the same guests (bench/lease.py): the latency from a loopback
+  trigger to the wake-up of a consumer holding a leased eventfd, against the
+  same with the eventfd of the process that called SET_IRQS;
 - cli: every msixctl command, start to exit, against a bare grpcio client
   making the same RPC, and its --help against a bare typer app's (bench/cli.py).
 """
@@ -71,39 +74,44 @@ def scaling(rows: list[dict]) -> dict[str, dict[str, float]]:
     return found
 
 
-def run_in_guest(kernel: str, module: str, name: str, out: Path) -> dict | None:
-    """python -m <module> --out <json> in a bench guest of `kernel`; its JSON saved as <name>-<kernel>."""
+def run_in_guest(part: str, kernel: str, out: Path) -> dict | None:
+    """python -m bench.<part> in a guest of the real-kernel bench; its JSON saved as <part>-<kernel>.json,
+    and the profiles it names, if any, as profile-<part>-<kernel>.txt."""
     from tests.vm import bench
 
     problem = bench.why_not_runnable()
     if problem:
-        print(f"bench: {name} on {kernel} skipped: {problem}", file=sys.stderr)
+        print(f"bench: {part} on {kernel} skipped: {problem}", file=sys.stderr)
         return None
-    with tempfile.TemporaryDirectory(prefix=f"msixd-bench-{name}-{kernel}-") as shared:
+    with tempfile.TemporaryDirectory(prefix=f"msixd-bench-{part}-{kernel}-") as shared:
         rc = bench.main(["--kernel", kernel, "--out", shared, "--",
-                         "python", "-m", module, "--out", f"{bench.GUEST_OUT}/{name}.json"])
-        result = Path(shared) / f"{name}.json"
+                         "python", "-m", f"bench.{part}", "--out", f"{bench.GUEST_OUT}/{part}.json"])
+        result = Path(shared) / f"{part}.json"
         if rc != 0 or not result.is_file():
-            print(f"bench: {name} on {kernel} failed (exit {rc})", file=sys.stderr)
+            print(f"bench: {part} on {kernel} failed (exit {rc})", file=sys.stderr)
             return None
         data = json.loads(result.read_text())
     profiles = data.pop("profiles", None)
     if profiles:  # where the time goes, as text beside the figures
-        (out / f"profile-{name}-{kernel}.txt").write_text(
+        (out / f"profile-{part}-{kernel}.txt").write_text(
             "".join(f"== {what} ==\n{text}\n" for what, text in profiles.items()))
-    save(f"{name}-{kernel}", data, out)
+    save(f"{part}-{kernel}", data, out)
     return data
+
+
+def run_vfio(kernel: str, out: Path) -> dict | None:
+    return run_in_guest("vfio", kernel, out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a small grid and fewer calls: try the suite out")
-    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "sysfs", "cli", "report"], action="append",
-                        help="run these parts only (repeatable); 'report' redraws from saved JSON")
+    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "sysfs", "lease", "cli", "report"],
+                        action="append", help="run these parts only (repeatable); 'report' redraws from saved JSON")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's performance section")
     args = parser.parse_args(argv)
-    parts = set(args.only or ["inventory", "rpc", "vfio", "sysfs", "cli", "report"])
+    parts = set(args.only or ["inventory", "rpc", "vfio", "sysfs", "lease", "cli", "report"])
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     started = time.monotonic()
@@ -129,10 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             rpc.profile_server(args.out, method)
     if "vfio" in parts:
         for kernel in ("6.1", "6.12"):
-            run_in_guest(kernel, "bench.vfio", "vfio", args.out)
+            run_vfio(kernel, args.out)
     if "sysfs" in parts:
         for kernel in ("6.1", "6.12"):
-            run_in_guest(kernel, "bench.sysfs", "sysfs", args.out)
+            run_in_guest("sysfs", kernel, args.out)
+    if "lease" in parts:
+        for kernel in ("6.1", "6.12"):
+            run_in_guest("lease", kernel, args.out)
     if "cli" in parts:
         from bench import cli
 

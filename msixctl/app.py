@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table for people, json for scripts")]
+ForceOption = Annotated[bool, typer.Option("--force", help="revoke the leases of vectors this changes")]
 BdfArgument = Annotated[
     str,
     typer.Argument(metavar="BDF", help="PCI address, DDDD:BB:DD.F (or BB:DD.F for domain 0000)", show_default=False),
@@ -55,13 +56,13 @@ def options(
         raise typer.BadParameter(str(err)) from None
 
 
-def _run(command: str, **values: object) -> None:
+def _run(name: str, /, **values: object) -> None:
     """Run the command as main() does for the command lines msixctl/args.py parses; its BadUsage
     is typer's bad usage."""
     from msixctl import commands
 
     try:
-        commands.COMMANDS[command](State.target, **values)
+        commands.COMMANDS[name](State.target, **values)
     except BadUsage as err:
         raise typer.BadParameter(str(err)) from None
 
@@ -122,19 +123,20 @@ def bind(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
 
 
 @app.command()
-def release(bdf: BdfArgument, output: OutputOption = Output.table) -> None:
+def release(bdf: BdfArgument, force: ForceOption = False, output: OutputOption = Output.table) -> None:
     """Release what msixd enabled on a device and give it back to its driver.
 
     \b
     Example: msixctl release 0000:00:0a.0
     """
-    _run("release", bdf=bdf, output=output)
+    _run("release", bdf=bdf, force=force, output=output)
 
 
 @app.command()
 def enable(
     bdf: BdfArgument,
     vectors: Annotated[int, typer.Option("--vectors", "-n", help="vectors 0..N-1 get an eventfd each", min=1)],
+    force: ForceOption = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Own a vfio-pci device and give it exactly N MSI-X vectors; run again to resize.
@@ -145,13 +147,14 @@ def enable(
     \b
     Example: msixctl enable 0000:00:0a.0 --vectors 5
     """
-    _run("enable", bdf=bdf, vectors=vectors, output=output)
+    _run("enable", bdf=bdf, vectors=vectors, force=force, output=output)
 
 
 @app.command()
 def disable(
     bdf: BdfArgument,
     vector: Annotated[Optional[int], typer.Option("--vector", help="release only this vector", min=0)] = None,
+    force: ForceOption = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Release one vector, or all of them (MSI-X off, device no longer owned).
@@ -159,7 +162,7 @@ def disable(
     \b
     Example: msixctl disable 0000:00:0a.0 --vector 2
     """
-    _run("disable", bdf=bdf, vector=vector, output=output)
+    _run("disable", bdf=bdf, vector=vector, force=force, output=output)
 
 
 @app.command()
@@ -225,3 +228,57 @@ def watch(
     Example: msixctl watch 0000:00:0a.0 --interval 0.5
     """
     _run("watch", bdf=bdf, interval=interval, count=count, output=output)
+
+
+@app.command()
+def lease(
+    bdf: BdfArgument,
+    command: Annotated[
+        list[str],
+        typer.Argument(metavar="-- COMMAND [ARGS]...", help="the program to run", show_default=False),
+    ],
+    vectors: Annotated[str, typer.Option("--vectors", help='MSI-X indexes, e.g. "0-3"')] = "",
+    count: Annotated[int, typer.Option("--count", help="N vectors: the first enabled ones not leased", min=0)] = 0,
+    grow: Annotated[bool, typer.Option("--grow", help="enable vectors that have no eventfd yet")] = False,
+    device_fd: Annotated[bool, typer.Option("--device-fd", help="also pass the device's VFIO file")] = False,
+    release_after: Annotated[
+        bool, typer.Option("--release", help="release the vectors when the lease ends (default: msixd takes them back)")
+    ] = False,
+) -> None:
+    """Run COMMAND with leased vectors: their eventfds from descriptor 3 on, described in MSIXD_LEASE_*.
+
+    The lease ends when COMMAND exits, and this command exits with its status. Python programs
+    read the lease with from_environment() of the module msixctl.lease.
+
+    \b
+    Example: msixctl lease 0000:00:0a.0 --vectors 0-1 -- my-driver --queues 2
+    """
+    _run("lease", bdf=bdf, command=command, vectors=vectors, count=count, grow=grow, device_fd=device_fd,
+         release_after=release_after)
+
+
+@app.command("leases")
+def list_leases(
+    bdf: Annotated[str, typer.Argument(metavar="[BDF]", help="only this device's", show_default=False)] = "",
+    output: OutputOption = Output.table,
+) -> None:
+    """List the leases held now: vectors, holder, since when.
+
+    \b
+    Example: msixctl leases 0000:00:0a.0
+    """
+    _run("leases", bdf=bdf, output=output)
+
+
+@app.command()
+def revoke(
+    lease_id: Annotated[str, typer.Argument(metavar="LEASE", help="the lease's id (msixctl leases)")],
+    reason: Annotated[str, typer.Option(help="told to the holder and written to the audit log")] = "",
+    output: OutputOption = Output.table,
+) -> None:
+    """End a lease: its holder is told why, its vectors return to msixd (or are released).
+
+    \b
+    Example: msixctl revoke 3fa2c1d09b7e --reason maintenance
+    """
+    _run("revoke", lease_id=lease_id, reason=reason, output=output)

@@ -22,7 +22,8 @@ from typing import Literal
 DEFAULT_SOCKET = "/run/msixd/msixd.sock"
 DEFAULT_TIMEOUT = 10.0
 
-Kind = Literal["flag", "str", "int", "float", "output"]
+# "words": every word left (a command to run), which this parser never reads: typer does.
+Kind = Literal["flag", "str", "int", "float", "output", "words"]
 _INT = re.compile(r"0|[1-9][0-9]{0,9}")
 _FLOAT = re.compile(r"(0|[1-9][0-9]{0,9})(\.[0-9]{1,9})?")
 _PRINTABLE = re.compile(r"[ -~]*")
@@ -50,6 +51,7 @@ class Argument:
     dest: str
     kind: Kind
     required: bool = True
+    default: object = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Command:
 
 
 OUTPUT = Option(("--output", "-o"), "output", "output", Output.table)
+FORCE = Option(("--force",), "force", "flag", False)
 BDF = Argument("bdf", "str")
 GLOBAL_OPTIONS = (
     Option(("--socket",), "socket", "str", DEFAULT_SOCKET, envvar="MSIXD_SOCKET"),
@@ -76,9 +79,11 @@ COMMANDS: dict[str, Command] = {
     "domains": Command((), (OUTPUT,)),
     "status": Command((), (OUTPUT,)),
     "bind": Command((BDF,), (OUTPUT,)),
-    "release": Command((BDF,), (OUTPUT,)),
-    "enable": Command((BDF,), (Option(("--vectors", "-n"), "vectors", "int", minimum=1, required=True), OUTPUT)),
-    "disable": Command((BDF,), (Option(("--vector",), "vector", "int", minimum=0), OUTPUT)),
+    "release": Command((BDF,), (FORCE, OUTPUT)),
+    "enable": Command(
+        (BDF,), (Option(("--vectors", "-n"), "vectors", "int", minimum=1, required=True), FORCE, OUTPUT)
+    ),
+    "disable": Command((BDF,), (Option(("--vector",), "vector", "int", minimum=0), FORCE, OUTPUT)),
     "affinity": Command(
         (BDF, Argument("vector", "int", required=False), Argument("cpus", "str", required=False)),
         (
@@ -98,6 +103,18 @@ COMMANDS: dict[str, Command] = {
             OUTPUT,
         ),
     ),
+    "lease": Command(
+        (BDF, Argument("command", "words")),
+        (
+            Option(("--vectors",), "vectors", "str", ""),
+            Option(("--count",), "count", "int", 0, minimum=0),
+            Option(("--grow",), "grow", "flag", False),
+            Option(("--device-fd",), "device_fd", "flag", False),
+            Option(("--release",), "release_after", "flag", False),
+        ),
+    ),
+    "leases": Command((Argument("bdf", "str", required=False, default=""),), (OUTPUT,)),
+    "revoke": Command((Argument("lease_id", "str"),), (Option(("--reason",), "reason", "str", ""), OUTPUT)),
 }
 
 
@@ -208,6 +225,8 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> Parsed | None:
                       str(globals_["key"]), timeout)
     name = argv[position]
     command = COMMANDS[name]
+    if any(argument.kind == "words" for argument in command.arguments):
+        return None  # a command to run after "--": typer's to read
     found = _options(argv[position + 1 :], command.options, command.arguments)
     if found is None:
         return None
@@ -221,7 +240,7 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> Parsed | None:
         if index >= len(words):
             if argument.required:
                 return None
-            values[argument.dest] = None
+            values[argument.dest] = argument.default
             continue
         value = _value(argument.kind, words[index])
         if value is None:

@@ -16,7 +16,7 @@ import grpc
 from msixctl import render
 from msixctl.args import Output
 from msixctl.client import call, connect, translate
-from msixctl.errors import BadUsage
+from msixctl.errors import EXIT_UNREACHABLE, BadUsage, ClientError
 from msixctl.target import Target
 from msixd.api.msix.v1 import msix_pb2 as pb
 
@@ -67,16 +67,16 @@ def bind(target: Target, *, bdf: str, output: Output) -> None:
         print(f"{answer.bdf}: {previous} -> {answer.driver} (IOMMU group {answer.iommu_group})")
 
 
-def release(target: Target, *, bdf: str, output: Output) -> None:
-    answer = _rpc(target, lambda stub: stub.Release, pb.ReleaseRequest(bdf=bdf))
+def release(target: Target, *, bdf: str, force: bool, output: Output) -> None:
+    answer = _rpc(target, lambda stub: stub.Release, pb.ReleaseRequest(bdf=bdf, force=force))
     if output is Output.json:
         render.print_json(answer)
     else:
         print(f"{answer.bdf}: {answer.vectors_released} vectors released, now on {answer.driver or 'no driver'}")
 
 
-def enable(target: Target, *, bdf: str, vectors: int, output: Output) -> None:
-    answer = _rpc(target, lambda stub: stub.Enable, pb.EnableRequest(bdf=bdf, vectors=vectors))
+def enable(target: Target, *, bdf: str, vectors: int, force: bool, output: Output) -> None:
+    answer = _rpc(target, lambda stub: stub.Enable, pb.EnableRequest(bdf=bdf, vectors=vectors, force=force))
     if output is Output.json:
         render.print_json(answer)
         return
@@ -84,8 +84,8 @@ def enable(target: Target, *, bdf: str, vectors: int, output: Output) -> None:
     print(f"{answer.device.bdf}: {answer.vectors_before} -> {vectors} vectors ({path})")
 
 
-def disable(target: Target, *, bdf: str, vector: int | None, output: Output) -> None:
-    request = pb.DisableRequest(bdf=bdf)
+def disable(target: Target, *, bdf: str, vector: int | None, force: bool, output: Output) -> None:
+    request = pb.DisableRequest(bdf=bdf, force=force)
     if vector is not None:
         request.vector = vector
     answer = _rpc(target, lambda stub: stub.Disable, request)
@@ -172,6 +172,57 @@ def watch(target: Target, *, bdf: str, interval: float, count: int, output: Outp
             stream.cancel()
 
 
+def lease(
+    target: Target,
+    *,
+    bdf: str,
+    command: list[str],
+    vectors: str,
+    count: int,
+    grow: bool,
+    device_fd: bool,
+    release_after: bool,
+) -> None:
+    """Run command with the lease; exits with its status (SystemExit)."""
+    from msixctl import leasecmd
+    from msixctl.lease import LeaseError, lease_socket, request_lease
+
+    if bool(vectors) == bool(count):
+        raise BadUsage("give --vectors or --count")
+    if not command:
+        raise BadUsage("give the command to run after --")
+    if target.tcp:
+        raise BadUsage("leases pass file descriptors: only over msixd's local socket, not --target")
+    try:
+        held = request_lease(bdf, vectors=vectors or None, count=count or None, grow=grow, device_fd=device_fd,
+                             on_return="release" if release_after else "own",
+                             socket_path=lease_socket(target.socket), timeout=target.timeout)
+    except LeaseError as err:
+        if err.code == "UNAVAILABLE":
+            raise ClientError(str(err), EXIT_UNREACHABLE) from None
+        raise ClientError(f"{err} [{err.code}]") from None
+    try:
+        status = leasecmd.run(held, command)
+    finally:
+        held.close()
+    raise SystemExit(status)
+
+
+def list_leases(target: Target, *, bdf: str, output: Output) -> None:
+    response = _rpc(target, lambda stub: stub.ListLeases, pb.ListLeasesRequest(bdf=bdf))
+    render.print_json(response) if output is Output.json else render.leases(response)
+
+
+def revoke(target: Target, *, lease_id: str, reason: str, output: Output) -> None:
+    answer = _rpc(target, lambda stub: stub.RevokeLease, pb.RevokeLeaseRequest(lease=lease_id, reason=reason))
+    if output is Output.json:
+        render.print_json(answer)
+    else:
+        gone = answer.lease
+        print(f"lease {gone.id} of {gone.bdf} vectors {render.cpulist(gone.vectors)} (uid {gone.holder_uid} "
+              f"pid {gone.holder_pid}) revoked")
+
+
 def _watch_table(sample: pb.WatchSample) -> render.Table:
     grid = render.table("VECTOR", "IRQ", "TOTAL", "RATE/s", "SOURCE", "PER-CPU")
     for v in sample.vectors:
@@ -194,4 +245,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "affinity": affinity,
     "trigger": trigger,
     "watch": watch,
+    "lease": lease,
+    "leases": list_leases,
+    "revoke": revoke,
 }

@@ -174,6 +174,35 @@ def devices(response: pb.ListDevicesResponse) -> None:
         )
 
 
+def since(seconds: float) -> str:
+    """A time msixd reported (seconds since the epoch), as local date and time."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else "-"
+
+
+def holder(value: pb.LeaseHolder) -> str:
+    return f"uid {value.uid} pid {value.pid} since {since(value.since)} (lease {value.lease})"
+
+
+def leases(response: pb.ListLeasesResponse) -> None:
+    grid = table("LEASE", "BDF", "VECTORS", "IRQS", "HOLDER", "SINCE", "DEVICE-FD", "ON-RETURN")
+    for lease in response.leases:
+        grid.add_row(
+            lease.id,
+            lease.bdf,
+            cpulist(lease.vectors),
+            ",".join(map(str, lease.irqs)),
+            f"uid {lease.holder_uid} pid {lease.holder_pid}",
+            since(lease.since),
+            "yes" if lease.device_fd else "no",
+            enum_name(pb.LeaseReturn, lease.on_return, "LEASE_RETURN_"),
+        )
+    emit(grid)
+    if not response.leases:
+        print("no leases", file=sys.stderr)
+
+
 def per_cpu(counts: Iterable[int]) -> str:
     values = list(counts)
     if len(values) <= 8:
@@ -222,7 +251,9 @@ def device(value: pb.Device) -> None:
             str(vector.total_count),
             per_cpu(vector.per_cpu_count),
         )
-    emit(*blocks, "", grid)
+    leased = [f"vector {v.index} (IRQ {v.irq}) leased to {holder(v.lease)}" for v in value.vectors
+              if v.HasField("lease")]
+    emit(*blocks, "", grid, *(["", *leased] if leased else []))
 
 
 def domains(response: pb.ListDomainsResponse) -> None:

@@ -10,21 +10,46 @@ ConfigError too, so a reload with any broken file keeps the running settings.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from msixd.errors import InvalidCpuList, MsixdError
+from msixd.errors import InvalidBdf, InvalidCpuList, MsixdError
 from msixd.kernel.cpulist import parse_cpulist
+from msixd.kernel.pci import parse_bdf
 
 DEFAULT_PATH = Path("/etc/msixd/msixd.toml")
 
 
 class ConfigError(MsixdError):
     pass
+
+
+@dataclass(frozen=True)
+class LeaseRule:
+    """One [[lease]] table: who may lease the MSI-X vectors of which devices (admins may lease anything).
+
+    devices: canonical BDFs ("0000:00:05.0") and vendor:device IDs ("8086:10d3", lower-case hex);
+    uids and gids: the users named in `users` and the groups in `groups`, resolved when the file is
+    read; device_fd: whether a lease may also carry the device's VFIO file.
+    """
+
+    devices: tuple[str, ...]
+    uids: frozenset[int] = frozenset()
+    gids: frozenset[int] = frozenset()
+    device_fd: bool = False
+    line: int = 0
+
+    def covers(self, bdf: str, vendor_device: str) -> bool:
+        return bdf in self.devices or vendor_device in self.devices
+
+    def names(self, uid: int, groups: frozenset[int]) -> bool:
+        return uid in self.uids or bool(self.gids & groups)
 
 
 @dataclass(frozen=True)
@@ -53,11 +78,14 @@ class Config:
     log_level: str = "info"
     # "host:port" for Prometheus metrics; empty: none. Keep it on localhost.
     metrics_listen: str = ""
+    # [[lease]] tables: who may lease which devices' vectors (admins and root may lease anything).
+    leases: tuple[LeaseRule, ...] = ()
 
     def reload_changes(self, new: Config) -> tuple[list[str], list[str]]:
         """Names of settings a reload can apply, and of those that need a restart."""
         changed = [f.name for f in fields(self) if getattr(self, f.name) != getattr(new, f.name)]
-        live = {"banned_cpus", "log_format", "log_level", "admin_group", "socket_group", "tls_admins", "tls_readers"}
+        live = {"banned_cpus", "log_format", "log_level", "admin_group", "socket_group", "tls_admins", "tls_readers",
+                "leases"}
         return [n for n in changed if n in live], [n for n in changed if n not in live]
 
 
@@ -65,7 +93,7 @@ _TYPES = {
     "socket": Path, "socket_group": str, "admin_group": str, "tcp_listen": str, "tls_cert": Path,
     "tls_key": Path, "tls_client_ca": Path, "banned_cpus": str, "state_dir": Path, "log_format": str,
     "log_level": str, "metrics_listen": str, "tls_admins": tuple, "tls_readers": tuple,
-    "client_idle_seconds": float,
+    "client_idle_seconds": float, "lease": list,
 }
 _CHOICES = {"log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
@@ -153,6 +181,99 @@ def _toml(text: str, source: str) -> dict[str, object]:
         raise ConfigError(f"{source}, line {line}: a number of more than {_INT_DIGITS} digits") from None
 
 
+_LEASE_KEYS = ("devices", "users", "groups", "device_fd")
+_VENDOR_DEVICE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
+_ID_MAX = 0xFFFFFFFE  # (uid_t)-1 means "no change" to the kernel: never a user
+
+
+def _lease_tables(text: str) -> list[tuple[int, int]]:
+    """(first, last) line of each [[lease]] table, in file order."""
+    lines = text.splitlines()
+    starts = [n for n, line in enumerate(lines, 1) if re.match(r"\s*\[\[\s*lease\s*\]\]", line)]
+    tables = []
+    for position, start in enumerate(starts):
+        end = len(lines)
+        for n in range(start + 1, len(lines) + 1):
+            if re.match(r"\s*\[", lines[n - 1]):
+                end = n - 1
+                break
+        tables.append((start, starts[position + 1] - 1 if position + 1 < len(starts) else end))
+    return tables
+
+
+def _key_line(text: str, key: str, first: int, last: int) -> int:
+    for number, line in enumerate(text.splitlines()[first - 1 : last], first):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return first
+
+
+def _ids(values: object, key: str, lookup: Any, where: str) -> frozenset[int]:
+    """User or group names (or numbers) as ids; a name the system does not know is an error."""
+    if not isinstance(values, list):
+        raise ConfigError(f"{where}: {key} must be a list of names or numbers, e.g. [\"dpdk\", 1001]")
+    ids = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ConfigError(f"{where}: {key} must hold names or numbers, not {type(value).__name__}")
+        if isinstance(value, int):
+            if not 0 <= value <= _ID_MAX:
+                raise ConfigError(f"{where}: {key}: {value} is not a valid id (0 to {_ID_MAX})")
+            ids.add(value)
+            continue
+        try:
+            ids.add(lookup(value))
+        except KeyError:
+            kind = "user" if key == "users" else "group"
+            raise ConfigError(f"{where}: {key}: no {kind} named {value[:64]!r} on this system") from None
+    return frozenset(ids)
+
+
+def _lease_rule(table: dict[str, object], text: str, source: str, first: int, last: int) -> LeaseRule:
+    def where(key: str | None = None) -> str:
+        if not first:  # an inline array of tables: the line of `lease =`
+            return f"{source}, {_line_of(text, 'lease')}"
+        return f"{source}, line {_key_line(text, key, first, last) if key else first}"
+
+    unknown = sorted(set(table) - set(_LEASE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where(unknown[0])}: unknown [[lease]] key {unknown[0][:64]!r} "
+                          f"(known: {', '.join(_LEASE_KEYS)})")
+    devices = table.get("devices")
+    if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
+        raise ConfigError(f"{where('devices')}: [[lease]] needs devices, a list of PCI addresses or "
+                          "vendor:device IDs, e.g. [\"0000:00:05.0\", \"8086:10d3\"]")
+    canonical = []
+    for device in devices:
+        if _VENDOR_DEVICE.fullmatch(device.lower()):
+            canonical.append(device.lower())
+            continue
+        try:
+            canonical.append(parse_bdf(device))
+        except InvalidBdf as err:
+            raise ConfigError(f"{where('devices')}: {err}, or a vendor:device ID such as 8086:10d3") from None
+    uids = _ids(table.get("users", []), "users", lambda name: pwd.getpwnam(name).pw_uid, where("users"))
+    gids = _ids(table.get("groups", []), "groups", lambda name: grp.getgrnam(name).gr_gid, where("groups"))
+    if not uids and not gids:
+        raise ConfigError(f"{where()}: a [[lease]] table must name users or groups (admins may lease "
+                          "anything without one)")
+    device_fd = table.get("device_fd", False)
+    if not isinstance(device_fd, bool):
+        raise ConfigError(f"{where('device_fd')}: device_fd must be true or false")
+    return LeaseRule(tuple(canonical), uids, gids, device_fd, first)
+
+
+def _lease_rules(value: object, text: str, source: str) -> tuple[LeaseRule, ...]:
+    """[[lease]] tables, each checked: devices (BDFs or vendor:device IDs), users, groups, device_fd."""
+    if not isinstance(value, list) or not all(isinstance(table, dict) for table in value):
+        raise ConfigError(f"{source}, {_line_of(text, 'lease')}: lease must be [[lease]] tables")
+    spans = _lease_tables(text)
+    return tuple(
+        _lease_rule(table, text, source, *(spans[position] if position < len(spans) else (0, 0)))
+        for position, table in enumerate(value)
+    )
+
+
 def parse(text: str, source: str = "msixd.toml", base: Config | None = None) -> Config:
     """The file's settings over base (the defaults when None)."""
     raw = _toml(text, source)
@@ -162,6 +283,9 @@ def parse(text: str, source: str = "msixd.toml", base: Config | None = None) -> 
         if key not in _TYPES:
             known = ", ".join(sorted(_TYPES))
             raise ConfigError(f"{where}: unknown setting {key!r} (known: {known})")
+        if key == "lease":
+            values["leases"] = _lease_rules(value, text, source)
+            continue
         if _TYPES[key] is tuple:
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"{where}: {key} must be a list of names, e.g. [\"orchestrator\"]")

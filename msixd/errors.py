@@ -75,3 +75,29 @@ class GroupHeld(MsixdError):
         self.bdf = bdf
         self.group = group
         self.holders = holders
+
+
+class LeaseHeld(FailedPrecondition):
+    """Vectors the request would change are leased to another process; `holders` names who holds them."""
+
+    def __init__(self, bdf: str, what: str, holders: dict[int, str],
+                 hint: str = "; revoke the lease (msixctl revoke) or use --force") -> None:
+        by_holder: dict[str, list[int]] = {}
+        for vector, holder in sorted(holders.items()):
+            by_holder.setdefault(holder, []).append(vector)
+        named = "; ".join(f"vector{'s' if len(v) > 1 else ''} {','.join(map(str, v))} to {h}"
+                          for h, v in by_holder.items())
+        super().__init__(f"{bdf}: {what}, but {'they are' if len(holders) > 1 else 'it is'} leased ({named}){hint}")
+        self.bdf = bdf
+        self.what = what
+        self.holders = holders
+
+
+class LeaseNotPermitted(MsixdError):
+    """The configuration grants the caller no lease on the device (or not its VFIO device file)."""
+
+
+class LeaseNotFound(MsixdError):
+    def __init__(self, lease: str) -> None:
+        super().__init__(f"no lease {shown(lease)}")
+        self.lease = lease

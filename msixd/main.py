@@ -25,9 +25,10 @@ from msixd.liveness import Liveness, SelfProbe, heartbeat
 from msixd.rpc.access import Access, PeerRegistry
 from msixd.rpc.gateway import Limits
 from msixd.rpc.httpserve import MetricsHttp
+from msixd.rpc.leaseserve import LeaseServer, lease_socket
 from msixd.rpc.limits import StreamLimiter
 from msixd.rpc.metrics import Metrics
-from msixd.rpc.server import Server, Tls
+from msixd.rpc.server import Server, Tls, prepare_socket
 from msixd.rpc.servicer import MsixServicer
 from msixd.service.services import Services
 
@@ -108,10 +109,11 @@ class Daemon:
         self.config = config
         self.services = Services.build(roots, config.state_dir / "state.json")
         self.services.placement.banned = config.banned_cpus
+        self.services.leases.rules = config.leases
         self.access = Access(PeerRegistry(), config.socket_group, config.admin_group,
                              config.tls_admins, config.tls_readers)
         self.limits = Limits.for_files(raise_file_limit(), config.client_idle_seconds)
-        self.metrics = Metrics(self.services.inventory)
+        self.metrics = Metrics(self.services.inventory, self.services.leases)
         # Before any other listener: a port that cannot be served ends start-up before the socket exists.
         self.metrics_http: MetricsHttp | None = None
         if config.metrics_listen:
@@ -121,16 +123,21 @@ class Daemon:
             tls = Tls(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.servicer = MsixServicer(self.services, self.metrics, StreamLimiter(self.limits.streams_per_caller))
         self.server = Server(self.servicer, config.socket, self.access, self.limits, config.tcp_listen, tls)
+        prepare_socket(lease_socket(config.socket))
+        self.lease_server = LeaseServer(lease_socket(config.socket), self.services.leases, self.access, self.limits)
         self.probe = SelfProbe(str(self.server.admin_socket_path))
 
     def start(self) -> None:
         outcome = self.services.owner.restore()
         self.services.keeper.start()
         self.server.start()
+        self.lease_server.start()
         chgrp_socket(self.config.socket, self.config.socket_group)
         chgrp_socket(self.server.admin_socket_path, self.config.admin_group)
+        chgrp_socket(self.lease_server.path, self.config.socket_group)
         self.probe.start()
         log.info("serving", socket=str(self.config.socket), admin_socket=str(self.server.admin_socket_path),
+                 lease_socket=str(self.lease_server.path),
                  tcp_port=self.server.tcp_port or None,
                  metrics_port=self.metrics_http.port if self.metrics_http else None, version=__version__,
                  restored=len(outcome), not_restored={bdf: why for bdf, why in outcome.items() if why} or None)
@@ -142,6 +149,7 @@ class Daemon:
 
         checks = [
             heartbeat("gateway", lambda: self.server.gateway.heartbeat, 5.0),
+            heartbeat("lease socket", lambda: self.lease_server.heartbeat, 5.0),
             heartbeat("keeper", lambda: self.services.keeper.heartbeat, stuck_after),
             self.probe.check(stuck_after),
             calls,
@@ -163,8 +171,10 @@ class Daemon:
             return
         applied, need_restart = self.config.reload_changes(new)
         self.services.placement.banned = new.banned_cpus
+        self.services.leases.rules = new.leases
         self.access.set_policy(new.socket_group, new.admin_group, new.tls_admins, new.tls_readers)
         chgrp_socket(new.socket, new.socket_group)
+        chgrp_socket(self.lease_server.path, new.socket_group)
         chgrp_socket(self.server.admin_socket_path, new.admin_group)
         logs.configure(new.log_format, new.log_level)
         kept = {name: getattr(self.config, name) for name in need_restart}
@@ -178,6 +188,7 @@ class Daemon:
         self.servicer.end_streams()
         self.probe.stop()
         self.server.stop(STOP_GRACE_SECONDS)
+        self.lease_server.stop()
         if self.metrics_http is not None:
             self.metrics_http.stop()
         self.services.keeper.stop()

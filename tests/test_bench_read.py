@@ -17,7 +17,7 @@ def test_inventory_against_the_floor_and_its_goals(tmp_path: Path) -> None:
     (tmp_path / "inventory.json").write_text(json.dumps({"grid": rows, "scaling": {"inventory": {
         "vs_irqs": {}, "vs_cpus": {}}}}))
     summary = report.write(tmp_path)
-    assert "**Goals**" in summary and "every grid point" in summary
+    assert "**Goals of the read path**" in summary and "every grid point" in summary
     assert (tmp_path / "inventory.png").is_file()
 
 

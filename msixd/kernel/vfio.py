@@ -27,6 +27,8 @@ VFIO_SET_IOMMU = 0x3B66
 VFIO_GROUP_GET_STATUS = 0x3B67
 VFIO_GROUP_SET_CONTAINER = 0x3B68
 VFIO_GROUP_GET_DEVICE_FD = 0x3B6A
+VFIO_DEVICE_GET_INFO = 0x3B6B
+VFIO_DEVICE_GET_REGION_INFO = 0x3B6C
 VFIO_DEVICE_GET_IRQ_INFO = 0x3B6D
 VFIO_DEVICE_SET_IRQS = 0x3B6E
 
@@ -34,12 +36,18 @@ VFIO_TYPE1v2_IOMMU = 3
 VFIO_NOIOMMU_IOMMU = 8
 
 VFIO_GROUP_FLAGS_VIABLE = 1 << 0
+VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1
+
+VFIO_DEVICE_FLAGS_PCI = 1 << 1
+
+VFIO_PCI_CONFIG_REGION_INDEX = 7
 
 VFIO_PCI_MSIX_IRQ_INDEX = 2
 # The kernel signals it when it wants the device back (unbind, hot removal):
 # vfio_unregister_group_dev() waits for the user to close the device.
 VFIO_PCI_REQ_IRQ_INDEX = 4
 
+VFIO_IRQ_INFO_EVENTFD = 1 << 0
 VFIO_IRQ_INFO_NORESIZE = 1 << 3
 
 VFIO_IRQ_SET_DATA_NONE = 1 << 0
@@ -119,8 +127,40 @@ class GroupStatus(ctypes.Structure):
     _fields_ = [("argsz", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
+class DeviceInfoStruct(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint32) for name in ("argsz", "flags", "num_regions", "num_irqs", "cap_offset", "pad")
+    ]
+
+
+class RegionInfoStruct(ctypes.Structure):
+    _fields_ = [
+        ("argsz", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("index", ctypes.c_uint32),
+        ("cap_offset", ctypes.c_uint32),
+        ("size", ctypes.c_uint64),
+        ("offset", ctypes.c_uint64),
+    ]
+
+
 class IrqInfoStruct(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint32) for name in ("argsz", "flags", "index", "count")]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    flags: int
+    num_regions: int
+    num_irqs: int
+
+
+@dataclass(frozen=True)
+class RegionInfo:
+    index: int
+    flags: int
+    size: int
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -187,6 +227,18 @@ def group_get_device_fd(group_fd: int, bdf: str) -> int:
 # Device
 
 
+def device_get_info(device_fd: int) -> DeviceInfo:
+    info = DeviceInfoStruct(argsz=ctypes.sizeof(DeviceInfoStruct))
+    _ioctl("VFIO_DEVICE_GET_INFO", device_fd, VFIO_DEVICE_GET_INFO, info)
+    return DeviceInfo(flags=info.flags, num_regions=info.num_regions, num_irqs=info.num_irqs)
+
+
+def device_get_region_info(device_fd: int, index: int) -> RegionInfo:
+    info = RegionInfoStruct(argsz=ctypes.sizeof(RegionInfoStruct), index=index)
+    _ioctl("VFIO_DEVICE_GET_REGION_INFO", device_fd, VFIO_DEVICE_GET_REGION_INFO, info)
+    return RegionInfo(index=index, flags=info.flags, size=info.size, offset=info.offset)
+
+
 def device_get_irq_info(device_fd: int, index: int) -> IrqInfo:
     info = IrqInfoStruct(argsz=ctypes.sizeof(IrqInfoStruct), index=index)
     _ioctl("VFIO_DEVICE_GET_IRQ_INFO", device_fd, VFIO_DEVICE_GET_IRQ_INFO, info)
@@ -197,6 +249,24 @@ def device_set_irqs(device_fd: int, index: int, flags: int, start: int, count: i
     """VFIO_DEVICE_SET_IRQS as the kernel defines it; returns its (non-negative) result."""
     buf = bytearray(struct.pack("=IIIII", 20 + len(data), flags, index, start, count) + data)
     return _ioctl("VFIO_DEVICE_SET_IRQS", device_fd, VFIO_DEVICE_SET_IRQS, buf)
+
+
+def read_config(device_fd: int, offset: int, size: int) -> bytes:
+    """Bytes of the device's config space, through the device file's config region (as vfio-pci shows it)."""
+    region = device_get_region_info(device_fd, VFIO_PCI_CONFIG_REGION_INDEX)
+    try:
+        return os.pread(device_fd, size, region.offset + offset)
+    except OSError as err:
+        raise error("read config region", errno_of(err)) from err
+
+
+def fd_target(fd: int) -> str:
+    """What an open descriptor of this process is, as /proc/self/fd shows it: "/dev/vfio/10",
+    "anon_inode:[vfio-device]", "anon_inode:[eventfd]", "socket:[1234]"; "" when it is not open."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
 
 
 # MSI-X through SET_IRQS
@@ -235,6 +305,11 @@ def request_set_trigger(device_fd: int, fd: int) -> None:
 
 def close(fd: int) -> None:
     os.close(fd)
+
+
+def duplicate(fd: int) -> int:
+    """Another descriptor of the same open file (close-on-exec), to hand over while the original stays."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
 
 
 def new_eventfd() -> int:

@@ -28,7 +28,7 @@ import grpc
 from msixd.errors import MsixdError
 
 SERVICE = "msix.v1.MsixService"
-READ_ONLY_RPCS = frozenset({"GetStatus", "ListDevices", "GetDevice", "ListDomains", "Watch", "Echo"})
+READ_ONLY_RPCS = frozenset({"GetStatus", "ListDevices", "GetDevice", "ListDomains", "Watch", "Echo", "ListLeases"})
 # Changes that only plan when asked to: read-only then.
 DRY_RUNNABLE_RPCS = frozenset({"Spread", "SetAffinity"})
 READ_ONLY_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",

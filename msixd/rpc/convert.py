@@ -21,9 +21,11 @@ from msixd.kernel.irq import CpuCounts, IndexSource
 from msixd.kernel.pci import MsixProbe
 from msixd.kernel.system import Cpus, Feature, State
 from msixd.service.binding import Bound, Released
+from msixd.service.leases import Lease, Return
 from msixd.service.model import Device, Domain, DomainRef, DomainScheme, DomainSource, IrqMode, Status, Vector
 from msixd.service.owner import ResizePath
 from msixd.service.placement import Placed, PlannedPlacement
+from msixd.service.session import LeaseTag
 from msixd.service.watch import Sample, VectorSample
 
 FEATURE_STATE = {
@@ -46,6 +48,7 @@ RESIZE_PATH = {
     ResizePath.SHRINK: pb.RESIZE_PATH_SHRINK,
     ResizePath.UNCHANGED: pb.RESIZE_PATH_UNCHANGED,
 }
+LEASE_RETURN = {Return.OWN: pb.LEASE_RETURN_OWN, Return.RELEASE: pb.LEASE_RETURN_RELEASE}
 INDEX_SOURCE = {
     IndexSource.ACTION: pb.INDEX_SOURCE_ACTION,
     IndexSource.HWIRQ: pb.INDEX_SOURCE_HWIRQ,
@@ -91,6 +94,7 @@ def _field(message: type[pb.Vector] | type[pb.VectorSample] | type[pb.Device] | 
 VECTOR_COUNTS = _field(pb.Vector, "per_cpu_count")
 VECTOR_AFFINITY = _field(pb.Vector, "affinity")
 VECTOR_EFFECTIVE = _field(pb.Vector, "effective_affinity")
+VECTOR_LEASE = _field(pb.Vector, "lease")
 SAMPLE_COUNTS = _field(pb.VectorSample, "per_cpu_count")
 DEVICE_LOCAL_CPUS = _field(pb.Device, "local_cpus")
 DEVICE_VECTORS = _field(pb.Device, "vectors")
@@ -161,6 +165,25 @@ def domain_ref(value: DomainRef) -> pb.DomainRef:
     )
 
 
+def lease_holder(value: LeaseTag) -> pb.LeaseHolder:
+    return pb.LeaseHolder(lease=value.lease, uid=value.uid, pid=value.pid, since=value.since)
+
+
+def lease(value: Lease) -> pb.Lease:
+    return pb.Lease(
+        id=value.id,
+        bdf=value.bdf,
+        vectors=value.vectors,
+        irqs=value.irqs,
+        holder_uid=value.holder.uid,
+        holder_gid=value.holder.gid,
+        holder_pid=value.holder.pid,
+        since=value.since,
+        device_fd=value.device_fd,
+        on_return=LEASE_RETURN[value.on_return],
+    )
+
+
 # A vector's fields but its counts, as wire bytes, by the values they encode: between two
 # answers nearly every vector is the same but for its counts. Cleared when full.
 _STEADY: dict[tuple[object, ...], bytes] = {}
@@ -207,6 +230,8 @@ def _vector_wire(value: Vector) -> bytes:
         wire += packed_counts(VECTOR_COUNTS, counts)
     if value.eventfd_count:
         wire += _varint(VECTOR_EVENTFD) + _varint(value.eventfd_count)
+    if value.lease is not None:
+        wire += _message(VECTOR_LEASE, lease_holder(value.lease).SerializeToString())
     return wire
 
 

@@ -15,6 +15,8 @@ from msixd.errors import (
     GroupHeld,
     InvalidArgument,
     KernelFormatError,
+    LeaseNotFound,
+    LeaseNotPermitted,
     MsixdError,
     ResourceExhausted,
     VectorNotFound,
@@ -41,6 +43,8 @@ STATUS_CODES: dict[type[MsixdError], grpc.StatusCode] = {
     VfioError: grpc.StatusCode.FAILED_PRECONDITION,
     KernelFormatError: grpc.StatusCode.INTERNAL,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    LeaseNotPermitted: grpc.StatusCode.PERMISSION_DENIED,
+    LeaseNotFound: grpc.StatusCode.NOT_FOUND,
     TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from msixd.errors import MsixdError
 from msixd.rpc.httpserve import MetricsHttp
 from msixd.service.inventory import Inventory
+from msixd.service.leases import Leases
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +42,26 @@ class VectorCollector(Collector):
         yield interrupts
 
 
+class LeaseCollector(Collector):
+    """Leases granted, held and revoked, per device: read from the table of leases at each scrape."""
+
+    def __init__(self, leases: Leases) -> None:
+        self._leases = leases
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        granted = CounterMetricFamily("msixd_leases_granted", "Leases granted", labels=["bdf"])
+        held = GaugeMetricFamily("msixd_leases_held", "Leases held now", labels=["bdf"])
+        revoked = CounterMetricFamily("msixd_leases_revoked", "Leases revoked (by an admin or by msixd)",
+                                      labels=["bdf"])
+        for bdf, stats in self._leases.stats().items():
+            granted.add_metric([bdf], stats.granted)
+            held.add_metric([bdf], stats.held)
+            revoked.add_metric([bdf], stats.revoked)
+        yield from (granted, held, revoked)
+
+
 class Metrics:
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, leases: Leases | None = None) -> None:
         self.registry = CollectorRegistry()
         self.rpc_seconds = Histogram(
             "msixd_rpc_duration_seconds", "Time to answer an RPC", ["rpc"], registry=self.registry,
@@ -53,6 +72,8 @@ class Metrics:
         )
         self.affinity_changes = Counter("msixd_affinity_changes", "Vector placements applied", registry=self.registry)
         self.registry.register(VectorCollector(inventory))
+        if leases is not None:
+            self.registry.register(LeaseCollector(leases))
 
     def observe(self, rpc: str, code: str, seconds: float) -> None:
         if rpc != "Watch":  # a stream's length is the client's choice, not a latency

@@ -202,23 +202,23 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc
     def Release(self, request: pb.ReleaseRequest, context: grpc.ServicerContext) -> pb.ReleaseResponse:
-        result = self._s.binding.release(request.bdf)
+        result = self._s.binding.release(request.bdf, request.force)
         audit.info("release", driver=result.driver, vectors_released=result.vectors_released)
         return convert.released(result)
 
     @rpc
     def Enable(self, request: pb.EnableRequest, context: grpc.ServicerContext) -> pb.EnableResponse:
         bdf = request.bdf
-        path, before = self._s.owner.enable(bdf, request.vectors)
-        audit.info("enable", vectors=request.vectors, vectors_before=before, path=path.value)
+        path, before = self._s.owner.enable(bdf, request.vectors, request.force)
+        audit.info("enable", vectors=request.vectors, vectors_before=before, path=path.value, force=request.force)
         return convert.enabled(path, before, self._s.inventory.get_device(bdf))
 
     @rpc
     def Disable(self, request: pb.DisableRequest, context: grpc.ServicerContext) -> pb.DisableResponse:
         bdf = request.bdf
         vector = request.vector if request.HasField("vector") else None
-        released = self._s.owner.disable(bdf, vector)
-        audit.info("disable", vector=vector, released=released)
+        released = self._s.owner.disable(bdf, vector, request.force)
+        audit.info("disable", vector=vector, released=released, force=request.force)
         return pb.DisableResponse(released=released, device=convert.device(self._s.inventory.get_device(bdf)))
 
     @rpc
@@ -241,6 +241,17 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
                 self._metrics.affinity_changes.inc(sum(1 for p in plan if not p.error))
             audit.info("spread", cpus=sorted(cpus), placements={p.vector: p.cpu for p in plan if not p.error})
         return convert.spread(cpus, plan, request.dry_run)
+
+    @rpc
+    def ListLeases(self, request: pb.ListLeasesRequest, context: grpc.ServicerContext) -> pb.ListLeasesResponse:
+        bdf = pci.parse_bdf(request.bdf) if request.bdf else None
+        return pb.ListLeasesResponse(leases=[convert.lease(lease) for lease in self._s.leases.list(bdf)])
+
+    @rpc
+    def RevokeLease(self, request: pb.RevokeLeaseRequest, context: grpc.ServicerContext) -> pb.RevokeLeaseResponse:
+        reason = request.reason[:200] or "revoked by an admin"
+        lease = self._s.leases.revoke(request.lease[:64], reason, by=current_peer().describe())
+        return pb.RevokeLeaseResponse(lease=convert.lease(lease))
 
     @rpc
     def Trigger(self, request: pb.TriggerRequest, context: grpc.ServicerContext) -> pb.TriggerResponse:

@@ -98,10 +98,11 @@ class Binding:
         log.error("bind failed and the device is not back on its driver", bdf=bdf, expected=previous, driver=now)
         return f"and it could not be put back on {previous or 'no driver'} (driver now: {now or 'none'})"
 
-    def release(self, bdf: str) -> Released:
+    def release(self, bdf: str, force: bool = False) -> Released:
+        """Give the device back to its driver; leased vectors only when forced (their leases revoked)."""
         bdf = pci.parse_bdf(bdf)
         pci.read_device(self._roots, bdf)  # DeviceNotFound first
-        released = len(self._owner.disable(bdf)) if self._owner.owned(bdf) else 0
+        released = len(self._owner.disable(bdf, force=force)) if self._owner.owned(bdf) else 0
         state = self._owner.forget_device(bdf)
         previous = state.previous_driver if state else None
         if pcibind.driver_of(self._roots, bdf) != pcibind.VFIO_PCI:

@@ -30,6 +30,7 @@ from msixd.service.model import (
     Vector,
 )
 from msixd.service.owner import Owner
+from msixd.service.session import LeaseTag
 
 log = structlog.get_logger(__name__)
 _BY_INDEX = operator.attrgetter("index", "irq")
@@ -121,12 +122,14 @@ class Inventory:
         ownership = None
         owned = self._owner.owned(bdf) if self._owner else None
         counts: dict[int, int] = {}
+        leases: dict[int, LeaseTag] = {}
         if owned is not None:
             assert self._owner is not None
             counts = self._owner.counts(bdf)
-            ownership = Ownership(owned.dynamic, len(counts), owned.group)
+            leases = self._owner.leases(bdf)
+            ownership = Ownership(owned.dynamic, len(counts) + len(leases), owned.group)
         if include_vectors:
-            vectors = self._vectors(bdf, irqs, debug, counts)
+            vectors = self._vectors(bdf, irqs, debug, counts, leases)
             chip = vectors[0].chip if vectors else ""
         else:
             for number in irqs:
@@ -143,12 +146,13 @@ class Inventory:
         )
 
     def _vectors(self, bdf: str, irqs: list[int], debug: debugfs.DebugfsIrq | None,
-                 eventfd_counts: dict[int, int]) -> tuple[Vector, ...]:
-        """The vectors of irqs; eventfd_counts: what msixd's eventfds counted, per vector index."""
+                 eventfd_counts: dict[int, int], leases: dict[int, LeaseTag]) -> tuple[Vector, ...]:
+        """The vectors of irqs; eventfd_counts: what msixd's eventfds counted, and leases: who holds
+        each leased vector, per vector index."""
         vectors = []
         for position, number in enumerate(irqs):
             try:
-                vector = self._vector(bdf, position, number, debug, eventfd_counts)
+                vector = self._vector(bdf, position, number, debug, eventfd_counts, leases)
             except KernelFormatError as err:
                 log.warning("vector skipped: unreadable irq entry", bdf=bdf, irq=number, error=str(err))
                 continue
@@ -158,7 +162,7 @@ class Inventory:
         return tuple(vectors)
 
     def _vector(self, bdf: str, position: int, number: int, debug: debugfs.DebugfsIrq | None,
-                eventfd_counts: dict[int, int]) -> Vector | None:
+                eventfd_counts: dict[int, int], leases: dict[int, LeaseTag]) -> Vector | None:
         sys_irq = irq.read_sys_irq(self._roots, number)
         if sys_irq is None:
             log.debug("irq freed during listing", bdf=bdf, irq=number)
@@ -170,7 +174,7 @@ class Inventory:
         if proc_irq is None:
             return Vector(index, source, number, chip, hwirq, actions, sys_irq.type, frozenset(), frozenset(), False,
                           f"no handler was ever requested on IRQ {number} (no /proc/irq/{number})", -1,
-                          sys_irq.per_cpu_count, eventfd_counts.get(index, 0))
+                          sys_irq.per_cpu_count, eventfd_counts.get(index, 0), leases.get(index))
         settable, reason = proc_irq.settable, proc_irq.reason
         if settable and debug is not None:  # debugfs has IRQ files: it knows which are managed
             info = debug if debug.irq == number else debugfs.read_irq(self._roots, number)
@@ -179,7 +183,7 @@ class Inventory:
         # Positional, in the order of Vector's fields: this runs once per vector of every answer.
         return Vector(index, source, number, chip, hwirq, actions, sys_irq.type, proc_irq.affinity,
                       proc_irq.effective_affinity, settable, reason, proc_irq.node, sys_irq.per_cpu_count,
-                      eventfd_counts.get(index, 0))
+                      eventfd_counts.get(index, 0), leases.get(index))
 
     # Domains
 

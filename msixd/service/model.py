@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from msixd.kernel.irq import CpuCounts, IndexSource
 from msixd.kernel.pci import PciDevice
 from msixd.kernel.system import Cpus, Feature
+from msixd.service.session import LeaseTag
 
 
 class IrqMode(enum.Enum):
@@ -50,6 +51,8 @@ class Vector:
     node: int
     per_cpu_count: CpuCounts
     eventfd_count: int = 0
+    # Set while the vector is leased: who holds it.
+    lease: LeaseTag | None = None
 
     @property
     def total_count(self) -> int:

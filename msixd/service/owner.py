@@ -17,14 +17,14 @@ import enum
 import os
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 
 import structlog
 
-from msixd.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, VectorNotFound
+from msixd.errors import FailedPrecondition, InvalidArgument, LeaseHeld, ResourceExhausted, VectorNotFound
 from msixd.kernel import irq as kirq
 from msixd.kernel import pci
 from msixd.kernel import vfio as kvfio
@@ -32,7 +32,7 @@ from msixd.kernel.cpulist import format_cpulist
 from msixd.kernel.roots import KernelRoots
 from msixd.kernel.vfio import PartialAllocation, VfioError, VfioNoSpace
 from msixd.service.desired import DesiredState
-from msixd.service.session import OwnedDevice, Sessions
+from msixd.service.session import LeaseTag, OwnedDevice, Sessions
 from msixd.service.state import DeviceState, StateStore
 
 log = structlog.get_logger(__name__)
@@ -45,6 +45,25 @@ class ResizePath(enum.Enum):
     REENABLE = "reenable"
     SHRINK = "shrink"
     UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class LeasedVectors:
+    """Vectors marked leased, and what the holder gets: duplicates of msixd's own files (the caller
+    closes them once handed over), the eventfds in vector order, then the device file if asked."""
+
+    bdf: str
+    vectors: tuple[int, ...]
+    irqs: tuple[int, ...]
+    fds: tuple[int, ...]
+    # Vectors enabled for this lease (not there before).
+    grown: tuple[int, ...] = ()
+
+
+# Told (lease id, reason) when msixd takes leased vectors back on its own: a forced resize or
+# disable, the kernel asking for the device back. Called with the device lock held: it must
+# only record and wake, never take a device lock.
+Revoked = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -92,9 +111,13 @@ class Owner:
        that device (a resize, a trigger, a release the kernel asked for, a placement of
        one of its vectors).
     2. ``Placement._lock``: one kernel affinity write and its record in the state.
-    3. ``Owner._lock`` (the table of owned devices, and the VFIO groups in Sessions) and
-       DesiredState's lock: leaves, held only for dictionary work, opening or closing
-       VFIO files, and the state file's write; no other lock is taken under them.
+    3. ``Owner._lock`` (the table of owned devices, and the VFIO groups in Sessions),
+       DesiredState's lock and ``Leases._lock`` (the table of leases): leaves, held only for
+       dictionary work, opening or closing VFIO files, and the state file's write; no other
+       lock is taken under them.
+
+    Leased vectors live under their device's lock like every other vector: ``leased`` says
+    which, and msixd reads none of their eventfds.
 
     A device found in the table may have been closed by the time its lock is taken (the
     kernel asked for it back, msixd is stopping): every path checks ``device.open`` once
@@ -108,6 +131,7 @@ class Owner:
         self._devices: dict[str, OwnedDevice] = {}
         self._desired = DesiredState(store)
         self._lock = threading.Lock()
+        self.revoked: Revoked = lambda lease, reason: None
 
     # Queries
 
@@ -119,7 +143,8 @@ class Owner:
         return self._desired.snapshot()
 
     def counts(self, bdf: str) -> dict[int, int]:
-        """Interrupts counted on each owned vector's eventfds since msixd enabled it."""
+        """Interrupts counted on each owned vector's eventfds since msixd enabled it; leased vectors
+        are left out (their holder reads their eventfds: the kernel's per-CPU counts tell theirs)."""
         device = self._devices.get(bdf)
         if device is None:
             return {}
@@ -127,10 +152,19 @@ class Owner:
             return self._drain(device) if device.open else {}
 
     def _drain(self, device: OwnedDevice, indexes: list[int] | None = None) -> dict[int, int]:
-        """Add what each eventfd counted since the last read to the vector's count."""
+        """Add what each eventfd counted since the last read to the vector's count (leased ones are not read)."""
         for index in device.eventfds if indexes is None else indexes:
-            device.counts[index] = device.counts.get(index, 0) + self._vfio.read_eventfd(device.eventfds[index])
-        return {index: device.counts.get(index, 0) for index in device.eventfds}
+            if index not in device.leased:
+                device.counts[index] = device.counts.get(index, 0) + self._vfio.read_eventfd(device.eventfds[index])
+        return {index: device.counts.get(index, 0) for index in device.eventfds if index not in device.leased}
+
+    def leases(self, bdf: str) -> dict[int, LeaseTag]:
+        """The leased vectors of an owned device and who holds each."""
+        device = self._devices.get(bdf)
+        if device is None:
+            return {}
+        with device.lock:
+            return dict(device.leased) if device.open else {}
 
     # Holding a device
 
@@ -170,8 +204,11 @@ class Owner:
         with device.lock:
             yield device if device.open else None
 
-    def _discard(self, device: OwnedDevice) -> None:
-        """Close a device and drop it from the table (its lock held)."""
+    def _discard(self, device: OwnedDevice, reason: str = "msixd released the device") -> None:
+        """Close a device and drop it from the table (its lock held); its leases end."""
+        for lease in sorted({tag.lease for tag in device.leased.values()}):
+            self.revoked(lease, reason)
+        device.leased.clear()
         with self._lock:
             if self._devices.get(device.bdf) is device:
                 del self._devices[device.bdf]
@@ -179,22 +216,30 @@ class Owner:
 
     # Vectors
 
-    def enable(self, bdf: str, vectors: int) -> tuple[ResizePath, int]:
-        """Make exactly vectors 0..vectors-1 have triggers. Returns the path taken and the count before."""
+    def enable(self, bdf: str, vectors: int, force: bool = False) -> tuple[ResizePath, int]:
+        """Make exactly vectors 0..vectors-1 have triggers. Returns the path taken and the count before.
+
+        A change a leased vector would feel (its removal; disabling and re-enabling MSI-X to
+        grow without dynamic MSI-X) is refused unless forced; forced, the leases are revoked first.
+        """
         with self._locked(bdf, open_it=True) as device:
             if not 1 <= vectors <= device.table_size:
                 raise InvalidArgument(
                     f"{bdf} has {device.table_size} MSI-X table entries: ask for 1 to {device.table_size} vectors"
                 )
             before = len(device.eventfds)
-            path = self._resize(device, set(range(vectors)))
+            path = self._resize(device, set(range(vectors)), force)
             self._desired.set_vectors(device.bdf, vectors)
             return path, before
 
-    def disable(self, bdf: str, vector: int | None = None) -> list[int]:
-        """Release one vector's trigger, or all vectors and the device. Returns the indexes released."""
+    def disable(self, bdf: str, vector: int | None = None, force: bool = False) -> list[int]:
+        """Release one vector's trigger, or all vectors and the device. Returns the indexes released.
+
+        A leased vector is released only when forced: its lease is revoked first.
+        """
         with self._locked(bdf, open_it=False) as device:
             if vector is None:
+                self._check_leases(device, set(device.leased), force, "releasing every vector was asked", keep=set())
                 released = sorted(device.eventfds)
                 self._drain(device)
                 self._vfio.msix_disable(device.device_fd)
@@ -204,17 +249,142 @@ class Owner:
                 return released
             if vector not in device.eventfds:
                 raise VectorNotFound(device.bdf, vector)
-            self._resize(device, set(device.eventfds) - {vector})
+            self._resize(device, set(device.eventfds) - {vector}, force)
             self._desired.drop_vector(device.bdf, vector, len(device.eventfds))
             return [vector]
 
     def trigger(self, bdf: str, vector: int) -> tuple[str, int]:
-        """Loopback interrupt on an owned vector; returns the device's BDF and the vector's eventfd count after."""
+        """Loopback interrupt on an owned vector; returns the device's BDF and the vector's eventfd count
+        after (0 for a leased vector: its holder reads the eventfd, msixd does not)."""
         with self._locked(bdf, open_it=False) as device:
             if vector not in device.eventfds:
                 raise VectorNotFound(device.bdf, vector)
             self._vfio.msix_trigger(device.device_fd, vector)
-            return device.bdf, self._drain(device, [vector])[vector]
+            return device.bdf, 0 if vector in device.leased else self._drain(device, [vector])[vector]
+
+    # Leases
+
+    def lease(self, bdf: str, tag: LeaseTag, vectors: frozenset[int] | None, count: int | None, grow: bool,
+              device_fd: bool) -> LeasedVectors:
+        """Mark vectors leased to `tag` and hand out their eventfds: the `vectors` named, or the first
+        `count` not leased. With grow, vectors without a trigger are enabled first (the device's set
+        becomes 0..highest, as Enable makes it), the device opened if msixd did not own it."""
+        with self._locked(bdf, open_it=grow) as device:
+            free = sorted(i for i in device.eventfds if i not in device.leased)
+            if vectors is not None:
+                if not vectors or max(vectors) >= device.table_size:
+                    raise InvalidArgument(f"{device.bdf} has {device.table_size} MSI-X table entries "
+                                          f"(vectors 0 to {device.table_size - 1})")
+                held = {i: device.leased[i].describe() for i in vectors if i in device.leased}
+                if held:
+                    raise LeaseHeld(device.bdf, "the vectors asked for are not free", held, hint="")
+                wanted = set(vectors)
+            else:
+                assert count is not None
+                if not 1 <= count <= device.table_size:
+                    raise InvalidArgument(f"{device.bdf} has {device.table_size} MSI-X table entries: ask for "
+                                          f"1 to {device.table_size} vectors")
+                missing = [i for i in range(device.table_size) if i not in device.eventfds]
+                wanted = set(free[:count]) | set(missing[: max(count - len(free), 0) if grow else 0])
+                if len(wanted) < count:
+                    raise FailedPrecondition(
+                        f"{device.bdf} has {len(free)} vectors enabled and not leased, {count} asked for: "
+                        "ask with grow to enable more" if not grow else
+                        f"{device.bdf} has {device.table_size} MSI-X table entries, {len(device.leased)} leased")
+            before = set(device.eventfds)
+            added = sorted(wanted - before)
+            if added and not grow:
+                raise FailedPrecondition(
+                    f"{device.bdf}: vectors {format_cpulist(frozenset(added))} have no trigger (msixd enabled "
+                    f"{format_cpulist(frozenset(device.eventfds)) if device.eventfds else 'none'}): ask with grow "
+                    "to enable them")
+            if added:
+                try:
+                    self._resize(device, set(device.eventfds) | set(range(max(wanted) + 1)), force=False)
+                except LeaseHeld as err:  # a lease client cannot force: no hint about --force
+                    raise LeaseHeld(err.bdf, err.what, err.holders, hint="") from None
+                self._desired.set_vectors(device.bdf, len(device.eventfds))
+            order = sorted(wanted)
+            self._drain(device, order)  # what msixd counted before the holder reads them
+            irqs = self._irq_of(device)
+            fds: list[int] = []
+            try:
+                for index in order:
+                    fds.append(self._vfio.duplicate(device.eventfds[index]))
+                if device_fd:
+                    fds.append(self._vfio.duplicate(device.device_fd))
+            except OSError as err:
+                for fd in fds:
+                    self._vfio.close(fd)
+                raise ResourceExhausted(f"cannot hand out {len(order)} eventfds: {os.strerror(err.errno or 0)}") \
+                    from err
+            for index in order:
+                device.leased[index] = tag
+            return LeasedVectors(device.bdf, tuple(order), tuple(irqs.get(i, 0) for i in order), tuple(fds),
+                                 tuple(sorted(set(device.eventfds) - before)))
+
+    def close_copies(self, fds: tuple[int, ...]) -> None:
+        """Close copies handed out by lease() that were not handed over after all."""
+        for fd in fds:
+            self._vfio.close(fd)
+
+    def unlease(self, bdf: str, lease: str, release: bool) -> list[int]:
+        """The lease ended: its vectors are msixd's again, each with a fresh eventfd of msixd's (the
+        holder's copy counts no more), or released (release). Returns the vectors; [] when the device
+        or the lease is gone already (revoked, given back to the kernel)."""
+        device = self._devices.get(bdf)
+        if device is None:
+            return []
+        with device.lock:
+            if not device.open:
+                return []
+            indexes = sorted(i for i, tag in device.leased.items() if tag.lease == lease)
+            for index in indexes:
+                del device.leased[index]
+            if not indexes:
+                return []
+            if release:
+                self._resize(device, set(device.eventfds) - set(indexes), force=False)
+                for index in indexes:
+                    self._desired.drop_vector(device.bdf, index, len(device.eventfds))
+            else:
+                self._fresh_eventfds(device, indexes)
+            return indexes
+
+    def _fresh_eventfds(self, device: OwnedDevice, indexes: list[int], install: bool = True) -> None:
+        """Give vectors new eventfds of msixd's (install: in the kernel too; else only in the table,
+        for a re-enable that installs every vector's). A holder's copy of the old ones counts no more."""
+        for run in _runs(sorted(indexes)):
+            fds = self._new_eventfds(len(run))
+            if install:
+                try:
+                    self._vfio.msix_set_triggers(device.device_fd, run[0], fds)
+                except VfioError:
+                    for fd in fds:
+                        self._vfio.close(fd)
+                    raise
+            for index, fd in zip(run, fds, strict=True):
+                self._vfio.close(device.eventfds[index])
+                device.eventfds[index] = fd
+
+    def _check_leases(self, device: OwnedDevice, touched: set[int], force: bool, what: str,
+                      keep: set[int], install: bool = True) -> None:
+        """Leased vectors among `touched`: refused unless forced. Forced, their leases are revoked
+        (every vector of each): the vectors in `keep` get fresh eventfds of msixd's (installed in
+        the kernel unless `install` is False: a re-enable installs them all)."""
+        held = {i: device.leased[i] for i in touched if i in device.leased}
+        if not held:
+            return
+        if not force:
+            raise LeaseHeld(device.bdf, what, {i: tag.describe() for i, tag in held.items()})
+        leases = {tag.lease for tag in held.values()}
+        indexes = [i for i, tag in device.leased.items() if tag.lease in leases]
+        for index in indexes:
+            del device.leased[index]
+        self._fresh_eventfds(device, [i for i in indexes if i in keep], install)
+        for lease in sorted(leases):
+            log.warning("lease revoked", bdf=device.bdf, lease=lease, reason=what)
+            self.revoked(lease, f"{what} (forced)")
 
     def _new_eventfds(self, count: int) -> list[int]:
         fds: list[int] = []
@@ -230,11 +400,17 @@ class Owner:
             ) from err
         return fds
 
-    def _resize(self, device: OwnedDevice, wanted: set[int]) -> ResizePath:
+    def _resize(self, device: OwnedDevice, wanted: set[int], force: bool) -> ResizePath:
         have = set(device.eventfds)
         add, remove = sorted(wanted - have), sorted(have - wanted)
         if not add and not remove:
             return ResizePath.UNCHANGED
+        self._check_leases(device, set(remove), force, f"releasing vector{'s' if len(remove) > 1 else ''} "
+                           f"{format_cpulist(frozenset(remove))} was asked", keep=wanted)
+        if add and device.allocated and not device.dynamic and max(add) >= device.allocated:
+            self._check_leases(device, set(device.leased), force,
+                               f"growing past the {device.allocated} vectors allocated disables and re-enables "
+                               "MSI-X (no dynamic MSI-X)", keep=wanted, install=False)
         vfio = self._vfio
         for run in _runs(remove):
             vfio.msix_set_triggers(device.device_fd, run[0], [-1] * len(run))
@@ -374,7 +550,7 @@ class Owner:
             if not 1 <= state.vectors <= device.table_size:
                 raise InvalidArgument(f"the saved state asks for {state.vectors} vectors; {bdf} has "
                                       f"{device.table_size} MSI-X table entries")
-            path = self._resize(device, set(range(state.vectors)))
+            path = self._resize(device, set(range(state.vectors)), force=False)
             self._apply_affinities(device, {i: frozenset(c) for i, c in state.affinities.items()})
         log.info("state re-applied", bdf=bdf, vectors=state.vectors, path=path.value,
                  affinities=len(state.affinities))

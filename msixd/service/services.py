@@ -11,6 +11,7 @@ from msixd.kernel.roots import KernelRoots
 from msixd.service.binding import Binding
 from msixd.service.inventory import Inventory
 from msixd.service.keeper import Keeper
+from msixd.service.leases import Leases
 from msixd.service.owner import Owner
 from msixd.service.placement import Placement
 from msixd.service.state import StateStore
@@ -25,6 +26,7 @@ class Services:
     binding: Binding
     watcher: Watcher
     keeper: Keeper
+    leases: Leases
 
     @classmethod
     def build(cls, roots: KernelRoots, state_file: Path, vfio_api: ModuleType = vfio) -> Services:
@@ -38,4 +40,5 @@ class Services:
             binding=binding,
             watcher=Watcher(inventory, owner),
             keeper=Keeper(roots, owner, binding),
+            leases=Leases(roots, owner),
         )

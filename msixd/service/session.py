@@ -37,6 +37,19 @@ class OpenGroup:
     users: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class LeaseTag:
+    """Who holds a leased vector: the lease, and the holder as the kernel recorded it at connect time."""
+
+    lease: str
+    uid: int
+    pid: int
+    since: float  # seconds since the Unix epoch
+
+    def describe(self) -> str:
+        return f"uid {self.uid} (pid {self.pid}, lease {self.lease})"
+
+
 @dataclass
 class OwnedDevice:
     """One device msixd owns. Everything but `bdf`, `group` and `lock` changes only under `lock`."""
@@ -52,6 +65,9 @@ class OwnedDevice:
     allocated: int = 0
     # Interrupts counted on each index's eventfds so far.
     counts: dict[int, int] = field(default_factory=dict)
+    # MSI-X index -> the lease that holds it. msixd does not read a leased vector's eventfd:
+    # its holder does (two readers of one eventfd would take each other's counts).
+    leased: dict[int, LeaseTag] = field(default_factory=dict)
     # Signalled by the kernel when it wants the device back (-1: none installed).
     request_fd: int = -1
     # pci.device_identity when opened: tells a device that was removed and came back from one unbound.

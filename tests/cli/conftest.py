@@ -29,12 +29,17 @@ DEVICE = pb.Device(
     vectors=[
         pb.Vector(index=0, index_source=pb.INDEX_SOURCE_ACTION, irq=41, chip="IR-PCI-MSIX-0000:00:0a.0",
                   actions=["vfio-msix[0](0000:00:0a.0)"], type="edge", affinity=[0, 1], effective_affinity=[0],
-                  affinity_settable=True, per_cpu_count=[3, 0], total_count=3),
+                  affinity_settable=True, per_cpu_count=[3, 0], total_count=3,
+                  lease=pb.LeaseHolder(lease="3fa2c1d09b7e", uid=4242, pid=777, since=1700000000.0)),
         pb.Vector(index=1, index_source=pb.INDEX_SOURCE_ORDER, irq=42, chip="IR-PCI-MSIX-0000:00:0a.0",
                   affinity=[1], effective_affinity=[1], affinity_settable=False,
                   affinity_reason="the kernel manages this IRQ's affinity", per_cpu_count=[0, 0]),
     ],
 )
+LEASE = pb.Lease(id="3fa2c1d09b7e", bdf="0000:00:0a.0", vectors=[0], irqs=[41], holder_uid=4242, holder_gid=100,
+                 holder_pid=777, since=1700000000.0, on_return=pb.LEASE_RETURN_OWN)
+
+
 def canonical(bdf: str) -> str:
     """What msixd answers for a BDF given as BB:DD.F or in upper case."""
     return bdf.lower() if bdf.count(":") == 2 else f"0000:{bdf.lower()}"
@@ -92,6 +97,16 @@ class FakeServicer(msix_pb2_grpc.MsixServiceServicer):
         self.requests.append(request)
         return pb.TriggerResponse(bdf=canonical(request.bdf), eventfd_count=7)
 
+
+    def ListLeases(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        return pb.ListLeasesResponse(leases=[LEASE])
+
+    def RevokeLease(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        if request.lease != LEASE.id:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no lease {request.lease!r}")
+        return pb.RevokeLeaseResponse(lease=LEASE)
 
     def Watch(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)

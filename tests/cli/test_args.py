@@ -24,7 +24,7 @@ CLICK = typer.main.get_command(app)
 
 def test_every_typer_option_is_known_to_the_fast_parser() -> None:
     """Same names, kinds, defaults, bounds and environment variables, for every parameter typer has."""
-    kinds = {bool: "flag", str: "str", int: "int", float: "float", args.Output: "output"}
+    kinds = {bool: "flag", str: "str", int: "int", float: "float", args.Output: "output", list[str]: "words"}
 
     def described(param: Any) -> tuple[object, ...]:
         info = param.type_descriptor.parameter_info
@@ -34,7 +34,7 @@ def test_every_typer_option_is_known_to_the_fast_parser() -> None:
 
     def spec(entry: args.Option | args.Argument) -> tuple[object, ...]:
         if isinstance(entry, args.Argument):
-            return (entry.dest, (), entry.kind, None, entry.required, None, None, None)
+            return (entry.dest, (), entry.kind, entry.default, entry.required, None, None, None)
         return (entry.dest, entry.names, entry.kind, entry.default, entry.required, entry.minimum, entry.maximum,
                 entry.envvar)
 
@@ -105,6 +105,7 @@ VALUES: dict[str, list[str]] = {
     "int": ["0", "1", "3", "64", "05", "-1", "4294967296", "12345678901", "1e3", " 4", "4.0", "+4"],
     "float": ["0.1", "0.05", "2.5", "60", "60.0", "61", "10", "1e3", ".5", "5.", "-1", "0.100"],
     "output": ["json", "table", "JSON", "yaml", ""],
+    "words": ["true", "--", "-x", "0000:00:0a.0"],
 }
 
 

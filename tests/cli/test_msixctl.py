@@ -83,6 +83,8 @@ def test_list_all_passes_the_flag(run: Run, socket_path: Path, fake: FakeService
         (["status"], pb.Status),
         (["affinity", "0000:00:0a.0", "3", "1"], pb.SetAffinityResponse),
         (["enable", "0000:00:0a.0", "--vectors", "5"], pb.EnableResponse),
+        (["leases"], pb.ListLeasesResponse),
+        (["revoke", "3fa2c1d09b7e"], pb.RevokeLeaseResponse),
     ],
 )
 def test_json_is_the_api_message_with_every_field(
@@ -104,6 +106,34 @@ def test_show_table(run: Run, socket_path: Path) -> None:
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["~1"])]
     assert rows[0][:6] == ["0", "41", "IR-PCI-MSIX-0000:00:0a.0", "vfio-msix[0](0000:00:0a.0)", "0-1", "0"]
     assert rows[1][:7] == ["~1", "42", "IR-PCI-MSIX-0000:00:0a.0", "-", "1", "1", "no:"]
+
+
+def test_leases_show_and_revoke(run: Run, socket_path: Path, fake: FakeServicer) -> None:
+    code, out, _ = run(socket_path, "leases", "0000:00:0a.0")
+    assert code == 0 and fake.requests[-1] == pb.ListLeasesRequest(bdf="0000:00:0a.0")
+    row = next(line.split() for line in out.splitlines() if line.startswith("3fa2c1d09b7e"))
+    assert row[:4] == ["3fa2c1d09b7e", "0000:00:0a.0", "0", "41"] and row[-2:] == ["no", "own"]
+    code, out, _ = run(socket_path, "show", "0000:00:0a.0")
+    assert "vector 0 (IRQ 41) leased to uid 4242 pid 777 since " in out and "(lease 3fa2c1d09b7e)" in out
+    code, out, _ = run(socket_path, "revoke", "3fa2c1d09b7e", "--reason", "maintenance")
+    assert code == 0 and fake.requests[-1] == pb.RevokeLeaseRequest(lease="3fa2c1d09b7e", reason="maintenance")
+    assert out.strip() == "lease 3fa2c1d09b7e of 0000:00:0a.0 vectors 0 (uid 4242 pid 777) revoked"
+    code, _, err = run(socket_path, "revoke", "nope")
+    assert code == 1 and err == "no lease 'nope' [NOT_FOUND]"
+
+
+def test_force_is_passed_for_changes_to_leased_vectors(run: Run, socket_path: Path, fake: FakeServicer) -> None:
+    run(socket_path, "enable", "0000:00:0a.0", "--vectors", "2", "--force")
+    assert fake.requests[-1] == pb.EnableRequest(bdf="0000:00:0a.0", vectors=2, force=True)
+    run(socket_path, "disable", "0000:00:0a.0", "--vector", "0", "--force")
+    assert fake.requests[-1] == pb.DisableRequest(bdf="0000:00:0a.0", vector=0, force=True)
+
+
+def test_lease_needs_the_local_socket_and_one_way_to_name_vectors(run: Run, socket_path: Path) -> None:
+    code, _, err = run(socket_path, "lease", "0000:00:0a.0", "--", "true")
+    assert code == 2
+    code, _, err = run(socket_path, "lease", "0000:00:0a.0", "--vectors", "0", "--", "true")
+    assert code == 3 and "msixd-lease.sock" in err, "no lease socket beside the fake server's"
 
 
 def test_not_found_is_one_line_and_exit_1(run: Run, socket_path: Path) -> None:
@@ -212,8 +242,9 @@ def test_every_command_with_bad_arguments_is_one_line(command: str, tmp_path: Pa
     bad_option = msixctl(command, "--no-such-option")
     assert bad_option.returncode == 2
     assert bad_option.stderr.count("\n") == 1 and bad_option.stderr.startswith("msixctl: ") and bad_option.stdout == ""
-    arguments = {"enable": ["--vectors", "2"], "trigger": ["1"], "affinity": ["1", "0"]}.get(command, [])
-    bdf_first = command not in ("list", "domains", "status")
+    arguments = {"enable": ["--vectors", "2"], "trigger": ["1"], "affinity": ["1", "0"],
+                 "lease": ["--vectors", "0", "--", "true"], "revoke": ["3fa2c1d09b7e"]}.get(command, [])
+    bdf_first = command not in ("list", "domains", "status", "leases", "revoke")
     bdf = ["../../x"] if bdf_first else []
     no_daemon = msixctl("--socket", str(tmp_path / "none.sock"), command, *bdf, *arguments)
     assert no_daemon.returncode == 3

@@ -5,19 +5,22 @@ behaves: MSI-X enable allocates vectors 0..start+count-1; without dynamic
 MSI-X (NORESIZE) a trigger beyond them fails with EINVAL; a failing block
 removes the triggers from start up to the failing vector; a group opens once.
 Eventfds are real (os.eventfd), so counts behave as the kernel's do.
+
+Each container, group and device "file" is a memfd of its own, named after
+what it is: a copy (dup, SCM_RIGHTS to a fake systemd in the same process)
+is the same file, and, as in the kernel, a device is closed (MSI-X disabled)
+and a group released only when the last descriptor of its file closes.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass, field
 
 from msixd.kernel import vfio as real
-from msixd.kernel.vfio import IrqInfo, PartialAllocation, error
-
-# VFIO_DEVICE_GET_IRQ_INFO reports eventfd signalling for MSI-X (include/uapi/linux/vfio.h).
-VFIO_IRQ_INFO_EVENTFD = 1 << 0
+from msixd.kernel.vfio import DeviceInfo, IrqInfo, PartialAllocation, RegionInfo, error
 
 
 @dataclass
@@ -30,6 +33,8 @@ class FakeDevice:
     request: int = -1  # the eventfd the "kernel" signals to ask for the device back
     # When set, enabling allocates at most this many vectors (a partial allocation).
     capacity: int | None = None
+    # Config space as the device file's config region shows it (read_config).
+    config: bytes = b""
 
 
 class FakeVfio:
@@ -38,23 +43,43 @@ class FakeVfio:
         self.open_groups: set[int] = set()
         self.noiommu_groups: set[int] = set()  # opened as noiommu-<N>
         self.calls: list[tuple[str, tuple[object, ...]]] = []
-        self._fds: dict[int, object] = {}  # fd -> ("group", n) / ("container",) / ("device", bdf)
-        self._groups: dict[int, int] = {}  # group fd -> group number
 
-    def _new_fd(self, what: object) -> int:
-        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        self._fds[fd] = what
-        return fd
+    def _new_fd(self, kind: str, name: object) -> int:
+        return os.memfd_create(f"fakevfio{id(self)}-{kind}-{name}", os.MFD_CLOEXEC)
+
+    def _what(self, fd: int) -> tuple[str, str] | None:
+        """("device", bdf), ("group", "7"), ("container", ...) for a file of this fake, else None."""
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+        match = re.fullmatch(rf"/memfd:fakevfio{id(self)}-(\w+)-(\S+) \(deleted\)", target)
+        return (match.group(1), match.group(2)) if match else None
+
+    def _others(self, fd: int) -> bool:
+        """Whether another descriptor of this process is the same file as fd."""
+        inode = os.fstat(fd).st_ino
+        for name in os.listdir("/proc/self/fd"):
+            other = int(name)
+            if other == fd:
+                continue
+            try:
+                if os.readlink(f"/proc/self/fd/{other}").startswith("/memfd:fakevfio-") \
+                        and os.fstat(other).st_ino == inode:
+                    return True
+            except OSError:
+                continue
+        return False
 
     def _device(self, fd: int) -> FakeDevice:
-        kind, bdf = self._fds[fd]  # type: ignore[misc]
-        assert kind == "device"
-        return self.devices[bdf]
+        what = self._what(fd)
+        assert what is not None and what[0] == "device", what
+        return self.devices[what[1]]
 
     # The functions of msixd.kernel.vfio
 
     def open_container(self, dev: str) -> int:
-        return self._new_fd(("container", None))
+        return self._new_fd("container", "vfio")
 
     def check_extension(self, container: int, extension: int) -> bool:
         return extension in (real.VFIO_TYPE1v2_IOMMU, real.VFIO_NOIOMMU_IOMMU)
@@ -71,12 +96,10 @@ class FakeVfio:
         self.open_groups.add(group)
         if noiommu:
             self.noiommu_groups.add(group)
-        fd = self._new_fd(("group", group))
-        self._groups[fd] = group
-        return fd
+        return self._new_fd("group", group)
 
     def group_get_status(self, group_fd: int) -> int:
-        return real.VFIO_GROUP_FLAGS_VIABLE
+        return real.VFIO_GROUP_FLAGS_VIABLE | real.VFIO_GROUP_FLAGS_CONTAINER_SET
 
     def group_set_container(self, group_fd: int, container: int) -> None:
         pass
@@ -84,15 +107,31 @@ class FakeVfio:
     def group_get_device_fd(self, group_fd: int, bdf: str) -> int:
         if bdf not in self.devices:
             raise error("VFIO_GROUP_GET_DEVICE_FD", errno.ENODEV)
-        return self._new_fd(("device", bdf))
+        return self._new_fd("device", bdf)
+
+    def device_get_info(self, device_fd: int) -> DeviceInfo:
+        return DeviceInfo(flags=real.VFIO_DEVICE_FLAGS_PCI, num_regions=9, num_irqs=5)
+
+    def device_get_region_info(self, device_fd: int, index: int) -> RegionInfo:
+        return RegionInfo(index=index, flags=3, size=4096, offset=index << 40)
 
     def device_get_irq_info(self, device_fd: int, index: int) -> IrqInfo:
         device = self._device(device_fd)
-        flags = VFIO_IRQ_INFO_EVENTFD | (0 if device.dynamic else real.VFIO_IRQ_INFO_NORESIZE)
+        flags = real.VFIO_IRQ_INFO_EVENTFD | (0 if device.dynamic else real.VFIO_IRQ_INFO_NORESIZE)
         return IrqInfo(index=index, flags=flags, count=device.table_size)
 
     def device_set_irqs(self, device_fd: int, index: int, flags: int, start: int, count: int, data: bytes = b"") -> int:
         raise NotImplementedError("the engine uses the msix_* helpers")
+
+    def read_config(self, device_fd: int, offset: int, size: int) -> bytes:
+        return self._device(device_fd).config[offset : offset + size]
+
+    def fd_target(self, fd: int) -> str:
+        what = self._what(fd)
+        if what is None:
+            return real.fd_target(fd)
+        kind, name = what
+        return {"container": "/dev/vfio/vfio", "group": f"/dev/vfio/{name}", "device": "anon_inode:[vfio-device]"}[kind]
 
     def msix_set_triggers(self, device_fd: int, start: int, fds: list[int]) -> None:
         device = self._device(device_fd)
@@ -141,21 +180,22 @@ class FakeVfio:
                 os.eventfd_write(device.triggers[vector], 1)
 
     def close(self, fd: int) -> None:
-        what = self._fds.pop(fd, None)
-        if what is None:  # an eventfd
-            os.close(fd)
+        what = self._what(fd)
+        last = what is not None and not self._others(fd)
+        os.close(fd)
+        if what is None or not last:  # an eventfd, or a file still open through another descriptor
             return
-        if what[0] == "group":  # type: ignore[index]
-            self.open_groups.discard(self._groups.pop(fd))
-        if what[0] == "device":  # type: ignore[index]
-            device = self._device_by_name(what[1])  # type: ignore[index]
+        kind, name = what
+        if kind == "group":
+            self.open_groups.discard(int(name))
+        if kind == "device":
+            device = self.devices[name]
             device.enabled, device.allocated = False, 0  # vfio_pci_core_disable on release
             device.triggers.clear()
             device.request = -1
-        os.close(fd)
 
-    def _device_by_name(self, bdf: str) -> FakeDevice:
-        return self.devices[bdf]
+    def duplicate(self, fd: int) -> int:
+        return real.duplicate(fd)  # a copy handed out is the holder's to close: the fake tracks only msixd's own
 
     def new_eventfd(self) -> int:
         return real.new_eventfd()
@@ -165,4 +205,5 @@ class FakeVfio:
 
     @property
     def open_fds(self) -> int:
-        return len(self._fds)
+        """Fake VFIO files open in this process."""
+        return sum(1 for name in os.listdir("/proc/self/fd") if self._what(int(name)) is not None)

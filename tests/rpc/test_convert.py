@@ -16,6 +16,7 @@ from msixd.kernel.roots import KernelRoots
 from msixd.rpc import convert
 from msixd.service.inventory import Inventory
 from msixd.service.model import Device, Vector
+from msixd.service.session import LeaseTag
 from msixd.service.watch import Sample, VectorSample
 from tests.fixturetree import fixture_names
 
@@ -42,19 +43,26 @@ def counts_of(values: list[int]) -> CpuCounts:
     return _counts("per_cpu_count", ",".join(map(str, values)))
 
 
+leases = st.none() | st.builds(LeaseTag, st.text(max_size=40), st.integers(0, 2**32 - 1),
+                               st.integers(0, 2**32 - 1), st.floats(0, 2e9))
+
+
 @CASES
-@given(cpu_sets, cpu_sets, count_lists)
-def test_vector(affinity: frozenset[int], effective: frozenset[int], values: list[int]) -> None:
+@given(cpu_sets, cpu_sets, count_lists, leases)
+def test_vector(affinity: frozenset[int], effective: frozenset[int], values: list[int], lease: LeaseTag | None) -> None:
     assume(sum(values) < 2**64)  # the reader refuses more (tests/robustness/test_inventory_faults.py)
     counts = counts_of(values)
     assert counts == tuple(values) and counts.total == sum(values)
     value = Vector(index=3, index_source=IndexSource.HWIRQ, irq=40, chip="IR-PCI-MSIX-0000:00:0a.0", hwirq=3,
                    actions=("e1000e-rx",), type="edge", affinity=affinity, effective_affinity=effective,
-                   affinity_settable=True, affinity_reason="", node=0, per_cpu_count=counts, eventfd_count=7)
+                   affinity_settable=True, affinity_reason="", node=0, per_cpu_count=counts, eventfd_count=7,
+                   lease=lease)
     plain = pb.Vector(index=3, index_source=pb.INDEX_SOURCE_HWIRQ, irq=40, chip="IR-PCI-MSIX-0000:00:0a.0", hwirq=3,
                       actions=["e1000e-rx"], type="edge", affinity=sorted(affinity),
                       effective_affinity=sorted(effective), affinity_settable=True, node=0,
-                      total_count=sum(values), per_cpu_count=values, eventfd_count=7)
+                      total_count=sum(values), per_cpu_count=values, eventfd_count=7,
+                      lease=None if lease is None else pb.LeaseHolder(lease=lease.lease, uid=lease.uid,
+                                                                       pid=lease.pid, since=lease.since))
     message = convert.vector(value)
     assert message == plain
     assert pb.Vector.FromString(message.SerializeToString()) == plain
@@ -87,7 +95,8 @@ def plain_vector(v: Vector) -> pb.Vector:
                      hwirq=v.hwirq or 0, actions=v.actions, type=v.type, affinity=sorted(v.affinity),
                      effective_affinity=sorted(v.effective_affinity), affinity_settable=v.affinity_settable,
                      affinity_reason=v.affinity_reason, node=v.node, total_count=sum(v.per_cpu_count),
-                     per_cpu_count=list(v.per_cpu_count), eventfd_count=v.eventfd_count)
+                     per_cpu_count=list(v.per_cpu_count), eventfd_count=v.eventfd_count,
+                     lease=None if v.lease is None else convert.lease_holder(v.lease))
 
 
 def plain_device(d: Device) -> pb.Device:

@@ -215,3 +215,33 @@ def test_the_keepers_release_handling_against_concurrent_calls(roots: KernelRoot
     stop.wait(3)  # three seconds of both at once
     stop.set()
     finish(*workers)
+
+
+def test_a_forced_resize_revoking_a_lease_while_its_holder_leaves_does_not_deadlock(
+    roots: KernelRoots, tmp_path: Path,
+) -> None:
+    """A forced resize holds the device lock and reports the revocation to the table of leases;
+    the holder leaving at the same moment ends the lease from the other side (the table first,
+    then the device). Each is held at its crossing point, then let go."""
+    import os
+
+    from msixd.service.leases import Holder, LeaseRequest
+
+    fake = FakeVfio({BDF: FakeDevice(table_size=64, dynamic=True)})
+    services = Services.build(roots, tmp_path / "state.json", vfio_api=fake)  # type: ignore[arg-type]
+    owner, leases = services.owner, services.leases
+    owner.enable(BDF, 4)
+    granted = leases.grant(Holder(0, 0, 1), True, LeaseRequest(BDF, vectors=frozenset({2, 3})))
+    for fd in granted.fds:
+        os.close(fd)
+    gate = Gate()
+    fake.msix_set_triggers = gate.wrap(fake.msix_set_triggers)  # type: ignore[method-assign]
+    told: list[str] = []
+    leases.notify = lambda lease, reason: told.append(lease)
+    resize = start("resize", lambda: owner.enable(BDF, 3, force=True))  # removes vector 3: revokes
+    assert gate.reached.wait(10)  # holds the device lock, installing a fresh eventfd for kept vector 2
+    leaving = start("leaving", lambda: leases.end(granted.lease.id, "the holder closed its connection"))
+    gate.opened.set()
+    finish(resize, leaving)
+    assert leases.list() == [] and owner.leases(BDF) == {}
+    assert sorted(fake.devices[BDF].triggers) == [0, 1, 2]

@@ -85,3 +85,52 @@ def test_any_file_loads_or_is_one_config_error(tmp_path_factory: pytest.TempPath
         load(path)
     except ConfigError as err:
         assert str(err).startswith(str(path))
+
+
+LEASES = """\
+log_level = "info"
+
+[[lease]]
+devices = ["00:05.0", "8086:10D3"]
+users = ["root", 4242]
+groups = ["nogroup"]
+device_fd = true
+
+[[lease]]
+devices = ["0000:00:09.0"]
+users = [4243]
+"""
+
+
+def test_lease_tables_become_rules_with_canonical_devices_and_ids() -> None:
+    first, second = parse(LEASES).leases
+    assert first.devices == ("0000:00:05.0", "8086:10d3") and first.device_fd
+    assert first.uids == frozenset({0, 4242}) and first.gids == frozenset({65534}) and first.line == 3
+    assert second.devices == ("0000:00:09.0",) and not second.device_fd and second.line == 9
+    assert first.covers("0000:00:07.0", "8086:10d3") and not second.covers("0000:00:07.0", "8086:10d3")
+    assert second.names(4243, frozenset()) and first.names(1, frozenset({65534})) and not second.names(1, frozenset())
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "says"),
+    [
+        ('devices = ["x"]\nusers = [1]\n', 3, "invalid PCI address"),
+        ('devices = []\nusers = [1]\n', 3, "needs devices"),
+        ('devices = ["00:01.0"]\n', 2, "must name users or groups"),
+        ('devices = ["00:01.0"]\nusers = ["no-such-user-here"]\n', 4, "no user named"),
+        ('devices = ["00:01.0"]\ngroups = ["no-such-group-here"]\n', 4, "no group named"),
+        ('devices = ["00:01.0"]\nusers = [-1]\n', 4, "not a valid id"),
+        ('devices = ["00:01.0"]\nusers = [true]\n', 4, "names or numbers"),
+        ('devices = ["00:01.0"]\nusers = [1]\ndevice_fd = "yes"\n', 5, "true or false"),
+        ('devices = ["00:01.0"]\nusers = [1]\ncolour = 1\n', 5, "unknown [[lease]] key 'colour'"),
+    ],
+)
+def test_a_bad_lease_table_names_its_line(table: str, line: int, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse('log_level = "info"\n[[lease]]\n' + table, "/etc/msixd/msixd.toml")
+    assert str(err.value).startswith(f"/etc/msixd/msixd.toml, line {line}: ") and says in str(err.value), err.value
+
+
+def test_lease_rules_are_applied_by_a_reload() -> None:
+    applied, restart = Config().reload_changes(parse(LEASES))
+    assert "leases" in applied and "leases" not in restart

@@ -103,7 +103,7 @@ def raise_e1000e_interrupt(device: int, vector: int) -> None:
 
     Turns on memory decode and bus mastering in the (virtual) command
     register, routes the Rx queue 0 cause to the vector, unmasks it, and sets
-    it through ICS; ICR is read first so an old cause does not hide this one.
+    it through ICS; the cause is cleared first so an old one does not hide this one.
     """
     config = region_offset(device, CONFIG_REGION)
     (command,) = struct.unpack("<H", os.pread(device, 2, config + PCI_COMMAND))
@@ -118,6 +118,10 @@ def raise_e1000e_interrupt(device: int, vector: int) -> None:
     write(E1000_ITR, 0)
     write(E1000_EITR + 4 * vector, 0)
     os.pread(device, 4, bar0 + E1000_ICR)
+    # In MSI-X mode reading ICR does not clear it, and a cause still set raises no new message (QEMU
+    # hw/net/e1000e_core.c: e1000e_mac_icr_read, msi_causes_pending in e1000e_send_msi): clear it by
+    # writing it (ICR is write-1-to-clear), so that every call raises one message.
+    write(E1000_ICR, E1000_ICR_RXQ0)
     write(E1000_IVAR, 0x8 | vector)
     write(E1000_IMS, E1000_ICR_RXQ0)
     write(E1000_ICS, E1000_ICR_RXQ0)

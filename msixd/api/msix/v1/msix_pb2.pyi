@@ -62,6 +62,12 @@ class CountSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COUNT_SOURCE_UNSPECIFIED: _ClassVar[CountSource]
     COUNT_SOURCE_EVENTFD: _ClassVar[CountSource]
     COUNT_SOURCE_PER_CPU_COUNT: _ClassVar[CountSource]
+
+class LeaseReturn(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEASE_RETURN_UNSPECIFIED: _ClassVar[LeaseReturn]
+    LEASE_RETURN_OWN: _ClassVar[LeaseReturn]
+    LEASE_RETURN_RELEASE: _ClassVar[LeaseReturn]
 FEATURE_STATE_UNSPECIFIED: FeatureState
 FEATURE_STATE_PRESENT: FeatureState
 FEATURE_STATE_ABSENT: FeatureState
@@ -94,6 +100,9 @@ RESIZE_PATH_UNCHANGED: ResizePath
 COUNT_SOURCE_UNSPECIFIED: CountSource
 COUNT_SOURCE_EVENTFD: CountSource
 COUNT_SOURCE_PER_CPU_COUNT: CountSource
+LEASE_RETURN_UNSPECIFIED: LeaseReturn
+LEASE_RETURN_OWN: LeaseReturn
+LEASE_RETURN_RELEASE: LeaseReturn
 
 class EchoRequest(_message.Message):
     __slots__ = ("payload",)
@@ -268,7 +277,7 @@ class Ownership(_message.Message):
     def __init__(self, owned: _Optional[bool] = ..., dynamic_msix: _Optional[bool] = ..., vectors_enabled: _Optional[int] = ..., iommu_group: _Optional[int] = ...) -> None: ...
 
 class Vector(_message.Message):
-    __slots__ = ("index", "index_source", "irq", "chip", "hwirq", "actions", "type", "affinity", "effective_affinity", "affinity_settable", "affinity_reason", "node", "total_count", "per_cpu_count", "eventfd_count")
+    __slots__ = ("index", "index_source", "irq", "chip", "hwirq", "actions", "type", "affinity", "effective_affinity", "affinity_settable", "affinity_reason", "node", "total_count", "per_cpu_count", "eventfd_count", "lease")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     INDEX_SOURCE_FIELD_NUMBER: _ClassVar[int]
     IRQ_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +293,7 @@ class Vector(_message.Message):
     TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     PER_CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     EVENTFD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     index: int
     index_source: IndexSource
     irq: int
@@ -299,7 +309,8 @@ class Vector(_message.Message):
     total_count: int
     per_cpu_count: _containers.RepeatedScalarFieldContainer[int]
     eventfd_count: int
-    def __init__(self, index: _Optional[int] = ..., index_source: _Optional[_Union[IndexSource, str]] = ..., irq: _Optional[int] = ..., chip: _Optional[str] = ..., hwirq: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ..., affinity_settable: _Optional[bool] = ..., affinity_reason: _Optional[str] = ..., node: _Optional[int] = ..., total_count: _Optional[int] = ..., per_cpu_count: _Optional[_Iterable[int]] = ..., eventfd_count: _Optional[int] = ...) -> None: ...
+    lease: LeaseHolder
+    def __init__(self, index: _Optional[int] = ..., index_source: _Optional[_Union[IndexSource, str]] = ..., irq: _Optional[int] = ..., chip: _Optional[str] = ..., hwirq: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., affinity: _Optional[_Iterable[int]] = ..., effective_affinity: _Optional[_Iterable[int]] = ..., affinity_settable: _Optional[bool] = ..., affinity_reason: _Optional[str] = ..., node: _Optional[int] = ..., total_count: _Optional[int] = ..., per_cpu_count: _Optional[_Iterable[int]] = ..., eventfd_count: _Optional[int] = ..., lease: _Optional[_Union[LeaseHolder, _Mapping]] = ...) -> None: ...
 
 class ListDomainsRequest(_message.Message):
     __slots__ = ()
@@ -352,10 +363,12 @@ class BindResponse(_message.Message):
     def __init__(self, bdf: _Optional[str] = ..., previous_driver: _Optional[str] = ..., driver: _Optional[str] = ..., iommu_group: _Optional[int] = ..., unchanged: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("bdf",)
+    __slots__ = ("bdf", "force")
     BDF_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     bdf: str
-    def __init__(self, bdf: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, bdf: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ("bdf", "driver", "vectors_released")
@@ -368,12 +381,14 @@ class ReleaseResponse(_message.Message):
     def __init__(self, bdf: _Optional[str] = ..., driver: _Optional[str] = ..., vectors_released: _Optional[int] = ...) -> None: ...
 
 class EnableRequest(_message.Message):
-    __slots__ = ("bdf", "vectors")
+    __slots__ = ("bdf", "vectors", "force")
     BDF_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     bdf: str
     vectors: int
-    def __init__(self, bdf: _Optional[str] = ..., vectors: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, bdf: _Optional[str] = ..., vectors: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class EnableResponse(_message.Message):
     __slots__ = ("path", "vectors_before", "device")
@@ -386,12 +401,14 @@ class EnableResponse(_message.Message):
     def __init__(self, path: _Optional[_Union[ResizePath, str]] = ..., vectors_before: _Optional[int] = ..., device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
 
 class DisableRequest(_message.Message):
-    __slots__ = ("bdf", "vector")
+    __slots__ = ("bdf", "vector", "force")
     BDF_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     bdf: str
     vector: int
-    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DisableResponse(_message.Message):
     __slots__ = ("released", "device")
@@ -520,3 +537,65 @@ class WatchSample(_message.Message):
     time: float
     vectors: _containers.RepeatedCompositeFieldContainer[VectorSample]
     def __init__(self, bdf: _Optional[str] = ..., time: _Optional[float] = ..., vectors: _Optional[_Iterable[_Union[VectorSample, _Mapping]]] = ...) -> None: ...
+
+class LeaseHolder(_message.Message):
+    __slots__ = ("lease", "uid", "pid", "since")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    lease: str
+    uid: int
+    pid: int
+    since: float
+    def __init__(self, lease: _Optional[str] = ..., uid: _Optional[int] = ..., pid: _Optional[int] = ..., since: _Optional[float] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("id", "bdf", "vectors", "irqs", "holder_uid", "holder_gid", "holder_pid", "since", "device_fd", "on_return")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    IRQS_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_UID_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_GID_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_PID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    ON_RETURN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    bdf: str
+    vectors: _containers.RepeatedScalarFieldContainer[int]
+    irqs: _containers.RepeatedScalarFieldContainer[int]
+    holder_uid: int
+    holder_gid: int
+    holder_pid: int
+    since: float
+    device_fd: bool
+    on_return: LeaseReturn
+    def __init__(self, id: _Optional[str] = ..., bdf: _Optional[str] = ..., vectors: _Optional[_Iterable[int]] = ..., irqs: _Optional[_Iterable[int]] = ..., holder_uid: _Optional[int] = ..., holder_gid: _Optional[int] = ..., holder_pid: _Optional[int] = ..., since: _Optional[float] = ..., device_fd: _Optional[bool] = ..., on_return: _Optional[_Union[LeaseReturn, str]] = ...) -> None: ...
+
+class ListLeasesRequest(_message.Message):
+    __slots__ = ("bdf",)
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    def __init__(self, bdf: _Optional[str] = ...) -> None: ...
+
+class ListLeasesResponse(_message.Message):
+    __slots__ = ("leases",)
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+
+class RevokeLeaseRequest(_message.Message):
+    __slots__ = ("lease", "reason")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    lease: str
+    reason: str
+    def __init__(self, lease: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeLeaseResponse(_message.Message):
+    __slots__ = ("lease",)
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    lease: Lease
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...

@@ -94,6 +94,16 @@ class MsixServiceStub:
                 request_serializer=msix_dot_v1_dot_msix__pb2.WatchRequest.SerializeToString,
                 response_deserializer=msix_dot_v1_dot_msix__pb2.WatchSample.FromString,
                 _registered_method=True)
+        self.ListLeases = channel.unary_unary(
+                '/msix.v1.MsixService/ListLeases',
+                request_serializer=msix_dot_v1_dot_msix__pb2.ListLeasesRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.ListLeasesResponse.FromString,
+                _registered_method=True)
+        self.RevokeLease = channel.unary_unary(
+                '/msix.v1.MsixService/RevokeLease',
+                request_serializer=msix_dot_v1_dot_msix__pb2.RevokeLeaseRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.RevokeLeaseResponse.FromString,
+                _registered_method=True)
         self.Echo = channel.unary_unary(
                 '/msix.v1.MsixService/Echo',
                 request_serializer=msix_dot_v1_dot_msix__pb2.EchoRequest.SerializeToString,
@@ -194,6 +204,22 @@ class MsixServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLeases(self, request, context):
+        """The leases held now (all of them, or one device's). Leases are taken on
+        msixd's lease socket, which can pass file descriptors (docs/leases.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeLease(self, request, context):
+        """End a lease: its holder is told why, and its vectors return to msixd (or
+        are released) as the lease asked. NOT_FOUND for an unknown lease.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Echo(self, request, context):
         """Answers with the payload it was sent, after the same peer identification,
         access check, logging and metrics as every other call: a probe of the
@@ -265,6 +291,16 @@ def add_MsixServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=msix_dot_v1_dot_msix__pb2.WatchRequest.FromString,
                     response_serializer=msix_dot_v1_dot_msix__pb2.WatchSample.SerializeToString,
+            ),
+            'ListLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeases,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.ListLeasesRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.ListLeasesResponse.SerializeToString,
+            ),
+            'RevokeLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeLease,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.RevokeLeaseRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.RevokeLeaseResponse.SerializeToString,
             ),
             'Echo': grpc.unary_unary_rpc_method_handler(
                     servicer.Echo,
@@ -596,6 +632,60 @@ class MsixService:
             '/msix.v1.MsixService/Watch',
             msix_dot_v1_dot_msix__pb2.WatchRequest.SerializeToString,
             msix_dot_v1_dot_msix__pb2.WatchSample.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/ListLeases',
+            msix_dot_v1_dot_msix__pb2.ListLeasesRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.ListLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/RevokeLease',
+            msix_dot_v1_dot_msix__pb2.RevokeLeaseRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.RevokeLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

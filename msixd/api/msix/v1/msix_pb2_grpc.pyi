@@ -71,6 +71,14 @@ class MsixServiceStub:
     """Loopback interrupt on a vector msixd owns."""
     Watch: _grpc.UnaryStreamMultiCallable[_msix_pb2.WatchRequest, _msix_pb2.WatchSample]
     """Interrupt counts and rates of a device's vectors, every interval."""
+    ListLeases: _grpc.UnaryUnaryMultiCallable[_msix_pb2.ListLeasesRequest, _msix_pb2.ListLeasesResponse]
+    """The leases held now (all of them, or one device's). Leases are taken on
+    msixd's lease socket, which can pass file descriptors (docs/leases.md).
+    """
+    RevokeLease: _grpc.UnaryUnaryMultiCallable[_msix_pb2.RevokeLeaseRequest, _msix_pb2.RevokeLeaseResponse]
+    """End a lease: its holder is told why, and its vectors return to msixd (or
+    are released) as the lease asked. NOT_FOUND for an unknown lease.
+    """
     Echo: _grpc.UnaryUnaryMultiCallable[_msix_pb2.EchoRequest, _msix_pb2.EchoResponse]
     """Answers with the payload it was sent, after the same peer identification,
     access check, logging and metrics as every other call: a probe of the
@@ -114,6 +122,14 @@ class MsixServiceAsyncStub(MsixServiceStub):
     """Loopback interrupt on a vector msixd owns."""
     Watch: _aio.UnaryStreamMultiCallable[_msix_pb2.WatchRequest, _msix_pb2.WatchSample]  # type: ignore[assignment]
     """Interrupt counts and rates of a device's vectors, every interval."""
+    ListLeases: _aio.UnaryUnaryMultiCallable[_msix_pb2.ListLeasesRequest, _msix_pb2.ListLeasesResponse]  # type: ignore[assignment]
+    """The leases held now (all of them, or one device's). Leases are taken on
+    msixd's lease socket, which can pass file descriptors (docs/leases.md).
+    """
+    RevokeLease: _aio.UnaryUnaryMultiCallable[_msix_pb2.RevokeLeaseRequest, _msix_pb2.RevokeLeaseResponse]  # type: ignore[assignment]
+    """End a lease: its holder is told why, and its vectors return to msixd (or
+    are released) as the lease asked. NOT_FOUND for an unknown lease.
+    """
     Echo: _aio.UnaryUnaryMultiCallable[_msix_pb2.EchoRequest, _msix_pb2.EchoResponse]  # type: ignore[assignment]
     """Answers with the payload it was sent, after the same peer identification,
     access check, logging and metrics as every other call: a probe of the
@@ -226,6 +242,26 @@ class MsixServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_msix_pb2.WatchSample], _abc.AsyncIterator[_msix_pb2.WatchSample]]:
         """Interrupt counts and rates of a device's vectors, every interval."""
+
+    @_abc_1.abstractmethod
+    def ListLeases(
+        self,
+        request: _msix_pb2.ListLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_msix_pb2.ListLeasesResponse, _abc.Awaitable[_msix_pb2.ListLeasesResponse]]:
+        """The leases held now (all of them, or one device's). Leases are taken on
+        msixd's lease socket, which can pass file descriptors (docs/leases.md).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeLease(
+        self,
+        request: _msix_pb2.RevokeLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_msix_pb2.RevokeLeaseResponse, _abc.Awaitable[_msix_pb2.RevokeLeaseResponse]]:
+        """End a lease: its holder is told why, and its vectors return to msixd (or
+        are released) as the lease asked. NOT_FOUND for an unknown lease.
+        """
 
     @_abc_1.abstractmethod
     def Echo(
