@@ -358,5 +358,6 @@ def goals(inventory: dict | None, sysfs: dict[str, dict], rpc: dict | None) -> l
                          _verdict(worst, GOAL_VS_BARE)))
     if not rows:
         return []
-    return ["**Goals of the read path** (inventory, GetDevice, ListDevices; worst ratio measured):", "", "| goal | worst |", "|---|---|",
+    return ["**Goals of the read path** (inventory, GetDevice, ListDevices; worst ratio measured):", "",
+            "| goal | worst |", "|---|---|",
             *(f"| {goal} | {verdict} |" for goal, verdict in rows), ""]
