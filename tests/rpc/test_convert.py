@@ -138,3 +138,36 @@ def test_a_thousand_cpus(tmp_path: Path) -> None:
     assert all(len(v.per_cpu_count) == 1024 and v.per_cpu_count.dense is None for v in found[0].vectors)
     plain = pb.ListDevicesResponse(devices=[plain_device(d) for d in found])
     assert convert.devices(found) == plain
+
+
+EDGES = {
+    "nothing": ([], frozenset(), frozenset()),
+    "one count at the top of uint64": ([2**64 - 1], frozenset({0}), frozenset({0})),
+    "8192 CPUs, all zero": ([0] * 8192, frozenset(range(8192)), frozenset({8191})),
+    "8192 CPUs, the last at 2^64-2": ([0] * 8191 + [2**64 - 2], frozenset(range(0, 8192, 2)), frozenset({0})),
+    "16 CPUs, dense": (list(range(1, 17)), frozenset(range(16)), frozenset(range(16))),
+    "17 CPUs (a list packed by hand)": ([1] * 17, frozenset(range(17)), frozenset(range(17))),
+}
+
+
+@pytest.mark.parametrize("name", EDGES)
+def test_edges_decode_to_what_plain_serialization_gives(name: str) -> None:
+    """The hand-packed bytes, decoded by the generated class, serialize to exactly the bytes the
+    message built field by field serializes to."""
+    values, affinity, effective = EDGES[name]
+    value = Vector(index=0, index_source=IndexSource.ORDER, irq=24, chip="PCI-MSIX", hwirq=None, actions=(),
+                   type="edge", affinity=affinity, effective_affinity=effective, affinity_settable=False,
+                   affinity_reason="managed", node=-1, per_cpu_count=counts_of(values), eventfd_count=0)
+    plain = pb.Vector(index=0, index_source=pb.INDEX_SOURCE_ORDER, irq=24, chip="PCI-MSIX", type="edge",
+                      affinity=sorted(affinity), effective_affinity=sorted(effective), affinity_reason="managed",
+                      node=-1, total_count=sum(values), per_cpu_count=values)
+    assert convert.vector(value).SerializeToString(deterministic=True) == plain.SerializeToString(deterministic=True)
+
+
+def test_no_devices_and_a_device_without_vectors(tree: Callable[[str], Path]) -> None:
+    assert convert.devices([]).SerializeToString() == pb.ListDevicesResponse().SerializeToString() == b""
+    found = Inventory(KernelRoots.under(tree("host-6.18"))).list_devices(all_devices=True)
+    bare = [d for d in found if not d.vectors]
+    assert bare, "the captured host has functions without vectors"
+    assert convert.devices(bare).SerializeToString(deterministic=True) == pb.ListDevicesResponse(
+        devices=[plain_device(d) for d in bare]).SerializeToString(deterministic=True)
