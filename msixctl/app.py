@@ -282,3 +282,56 @@ def revoke(
     Example: msixctl revoke 3fa2c1d09b7e --reason maintenance
     """
     _run("revoke", lease_id=lease_id, reason=reason, output=output)
+
+
+@app.command("policy")
+def policy_command(
+    device: Annotated[str, typer.Option("--device", "-d", metavar="BDF", help="only this device's vectors")] = "",
+    output: OutputOption = Output.table,
+) -> None:
+    """Show the placement policy: its rules in the order they apply, and each vector they select.
+
+    Also the reconciler (interval, uevents, placements made) and irqbalance (what msixd banned).
+
+    \b
+    Example: msixctl policy --device 0000:00:0a.0
+    """
+    _run("policy", device=device, output=output)
+
+
+@app.command()
+def diff(output: OutputOption = Output.table) -> None:
+    """Show what the reconciler would move now to match the running policy; change nothing.
+
+    Empty once every vector is where the policy puts it. To see what an edited policy.d would do,
+    use msixctl apply --dry-run.
+
+    \b
+    Example: msixctl diff
+    """
+    _run("diff", output=output)
+
+
+@app.command()
+def apply(
+    file: Annotated[
+        Optional[str],
+        typer.Option("--file", "-f", metavar="FILE", help="a policy file to apply with policy.d's (added, or in "
+                     "place of the file of its name); not saved"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check and show what would change, change nothing")
+    ] = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """Read /etc/msixd/policy.d again and place every vector as it says, now.
+
+    With -f FILE, FILE is used as if it were in policy.d (in place of a file of its name); the
+    next reload reads policy.d as it is. Errors name the file and line.
+
+    \b
+    Examples:
+      msixctl apply --dry-run
+      msixctl apply -f 50-nic.toml --dry-run
+    """
+    _run("apply", file=file, dry_run=dry_run, output=output)

@@ -115,6 +115,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "leases": Command((Argument("bdf", "str", required=False, default=""),), (OUTPUT,)),
     "revoke": Command((Argument("lease_id", "str"),), (Option(("--reason",), "reason", "str", ""), OUTPUT)),
+    "policy": Command((), (Option(("--device", "-d"), "device", "str", ""), OUTPUT)),
+    "diff": Command((), (OUTPUT,)),
+    "apply": Command(
+        (), (Option(("--file", "-f"), "file", "str", None), Option(("--dry-run",), "dry_run", "flag", False), OUTPUT)
+    ),
 }
 
 

@@ -7,6 +7,7 @@ its canonical form, whatever form the user typed.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -16,7 +17,7 @@ import grpc
 from msixctl import render
 from msixctl.args import Output
 from msixctl.client import call, connect, translate
-from msixctl.errors import EXIT_UNREACHABLE, BadUsage, ClientError
+from msixctl.errors import EXIT_UNREACHABLE, EXIT_USAGE, BadUsage, ClientError
 from msixctl.target import Target
 from msixd.api.msix.v1 import msix_pb2 as pb
 
@@ -43,7 +44,16 @@ def list_devices(target: Target, *, all_devices: bool, output: Output) -> None:
 
 def show(target: Target, *, bdf: str, output: Output) -> None:
     device = _rpc(target, lambda stub: stub.GetDevice, pb.GetDeviceRequest(bdf=bdf))
-    render.print_json(device) if output is Output.json else render.device(device)
+    if output is Output.json:
+        render.print_json(device)
+        return
+    rules: dict[int, pb.PolicyVector] | None
+    try:  # the rule that places each vector, when msixd can say
+        placed = _rpc(target, lambda stub: stub.GetPolicy, pb.GetPolicyRequest(bdf=device.bdf))
+        rules = {v.vector: v for v in placed.vectors}
+    except ClientError:
+        rules = None
+    render.device(device, rules)
 
 
 def domains(target: Target, *, output: Output) -> None:
@@ -223,6 +233,42 @@ def revoke(target: Target, *, lease_id: str, reason: str, output: Output) -> Non
               f"pid {gone.holder_pid}) revoked")
 
 
+def policy(target: Target, *, device: str, output: Output) -> None:
+    from msixctl import policyview
+
+    report = _rpc(target, lambda stub: stub.GetPolicy, pb.GetPolicyRequest(bdf=device))
+    render.print_json(report) if output is Output.json else policyview.report(report)
+
+
+def diff(target: Target, *, output: Output) -> None:
+    from msixctl import policyview
+
+    changes = _rpc(target, lambda stub: stub.DiffPolicy, pb.DiffPolicyRequest())
+    render.print_json(changes) if output is Output.json else policyview.diff(changes)
+
+
+MAX_POLICY_FILE = 60 * 1024  # msixd takes requests of up to 64 KiB
+
+
+def apply(target: Target, *, file: str | None, dry_run: bool, output: Output) -> None:
+    from msixctl import policyview
+
+    request = pb.ApplyPolicyRequest(dry_run=dry_run)
+    if file is not None:
+        try:
+            with open(file, "rb") as stream:
+                content = stream.read(MAX_POLICY_FILE + 1)
+        except OSError as err:
+            raise ClientError(f"cannot read {file}: {err.strerror}", EXIT_USAGE) from None
+        if len(content) > MAX_POLICY_FILE:
+            raise ClientError(f"{file} is larger than {MAX_POLICY_FILE // 1024} KiB: put it in policy.d instead",
+                              EXIT_USAGE)
+        request.file_name = os.path.basename(file)
+        request.file_content = content
+    answer = _rpc(target, lambda stub: stub.ApplyPolicy, request)
+    render.print_json(answer) if output is Output.json else policyview.applied(answer)
+
+
 def _watch_table(sample: pb.WatchSample) -> render.Table:
     grid = render.table("VECTOR", "IRQ", "TOTAL", "RATE/s", "SOURCE", "PER-CPU")
     for v in sample.vectors:
@@ -248,4 +294,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "lease": lease,
     "leases": list_leases,
     "revoke": revoke,
+    "policy": policy,
+    "diff": diff,
+    "apply": apply,
 }

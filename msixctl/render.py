@@ -211,7 +211,18 @@ def per_cpu(counts: Iterable[int]) -> str:
     return " ".join(busy) or "0"
 
 
-def device(value: pb.Device) -> None:
+def rule_cell(placed: pb.PolicyVector | None) -> str:
+    """The rule that places a vector, and how it stands when it is not in place."""
+    if placed is None:
+        return "-"
+    if placed.state in (pb.VECTOR_POLICY_STATE_IN_PLACE, pb.VECTOR_POLICY_STATE_LEFT_ALONE):
+        return placed.rule
+    words = enum_name(pb.VectorPolicyState, placed.state, "VECTOR_POLICY_STATE_").replace("-", " ")
+    return f"{placed.rule} ({words})"
+
+
+def device(value: pb.Device, rules: dict[int, pb.PolicyVector] | None = None) -> None:
+    """rules: MSI-X index -> what the policy says of the vector; None when msixd could not say."""
     msix = value.msix
     size, enabled = msix_cells(value)
     lines = [
@@ -237,9 +248,11 @@ def device(value: pb.Device) -> None:
     if not value.vectors:
         emit(*blocks, "no vectors allocated")
         return
-    grid = table("INDEX", "IRQ", "CHIP", "ACTIONS", "AFFINITY", "EFFECTIVE", "MOVABLE", "TOTAL", "PER-CPU")
+    columns = ["INDEX", "IRQ", "CHIP", "ACTIONS", "AFFINITY", "EFFECTIVE", "MOVABLE", "TOTAL", "PER-CPU"]
+    grid = table(*columns, *(["RULE"] if rules is not None else []))
     for vector in value.vectors:
         guessed = "~" if vector.index_source == pb.INDEX_SOURCE_ORDER else ""
+        placed = [rule_cell(rules.get(vector.index))] if rules is not None else []
         grid.add_row(
             f"{guessed}{vector.index}",
             str(vector.irq),
@@ -250,6 +263,7 @@ def device(value: pb.Device) -> None:
             "yes" if vector.affinity_settable else f"no: {vector.affinity_reason}",
             str(vector.total_count),
             per_cpu(vector.per_cpu_count),
+            *placed,
         )
     leased = [f"vector {v.index} (IRQ {v.irq}) leased to {holder(v.lease)}" for v in value.vectors
               if v.HasField("lease")]

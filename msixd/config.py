@@ -78,6 +78,11 @@ class Config:
     log_level: str = "info"
     # "host:port" for Prometheus metrics; empty: none. Keep it on localhost.
     metrics_listen: str = ""
+    # Placement policy: the rules' directory, seconds between the reconciler's passes, and whether
+    # IRQs it places are banned from irqbalance ("ban") or irqbalance is left alone ("ignore").
+    policy_dir: Path = Path("/etc/msixd/policy.d")
+    policy_interval: float = 10.0
+    irqbalance: str = "ban"
     # [[lease]] tables: who may lease which devices' vectors (admins and root may lease anything).
     leases: tuple[LeaseRule, ...] = ()
 
@@ -85,7 +90,7 @@ class Config:
         """Names of settings a reload can apply, and of those that need a restart."""
         changed = [f.name for f in fields(self) if getattr(self, f.name) != getattr(new, f.name)]
         live = {"banned_cpus", "log_format", "log_level", "admin_group", "socket_group", "tls_admins", "tls_readers",
-                "leases"}
+                "policy_dir", "policy_interval", "irqbalance", "leases"}
         return [n for n in changed if n in live], [n for n in changed if n not in live]
 
 
@@ -93,9 +98,13 @@ _TYPES = {
     "socket": Path, "socket_group": str, "admin_group": str, "tcp_listen": str, "tls_cert": Path,
     "tls_key": Path, "tls_client_ca": Path, "banned_cpus": str, "state_dir": Path, "log_format": str,
     "log_level": str, "metrics_listen": str, "tls_admins": tuple, "tls_readers": tuple,
-    "client_idle_seconds": float, "lease": list,
+    "client_idle_seconds": float, "policy_dir": Path, "policy_interval": float, "irqbalance": str,
+    "lease": list,
 }
-_CHOICES = {"log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error")}
+_CHOICES = {"log_format": ("auto", "json", "console"), "log_level": ("debug", "info", "warning", "error"),
+            "irqbalance": ("ban", "ignore")}
+# Seconds a float setting may take: (lowest, highest).
+_SECONDS = {"client_idle_seconds": (1, 86400), "policy_interval": (0.5, 86400)}
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 # Nesting past this many arrays or inline tables is named by its line when tomllib
 # runs out of recursion (msixd's settings are all strings: none nests at all).
@@ -149,10 +158,11 @@ def under_root(path: Path, root: Path | None) -> Path:
 
 
 def defaults(root: Path | None = None) -> Config:
-    """The settings of an empty file. Under a root, msixd's own paths (socket, state) live under it too,
-    so a daemon serving a captured tree never uses, or changes, the host's."""
+    """The settings of an empty file. Under a root, msixd's own paths (socket, state, policy) live under
+    it too, so a daemon serving a captured tree never uses, or changes, the host's."""
     base = Config()
-    return replace(base, socket=under_root(base.socket, root), state_dir=under_root(base.state_dir, root))
+    return replace(base, socket=under_root(base.socket, root), state_dir=under_root(base.state_dir, root),
+                   policy_dir=under_root(base.policy_dir, root))
 
 
 def _port_in_range(value: str) -> bool:
@@ -168,6 +178,9 @@ def _toml(text: str, source: str) -> dict[str, object]:
         if at:  # "<source>, line N: ..." like every other error here
             message = str(err)[: at.start()].rstrip()
             raise ConfigError(f"{source}, line {at.group(1)}: {message} (column {at.group(2)})") from None
+        if str(err).endswith("(at end of document)"):  # the last line is where it ends
+            message = str(err)[: -len("(at end of document)")].rstrip()
+            raise ConfigError(f"{source}, line {_line_at(text, len(text))}: {message} (at the end)") from None
         raise ConfigError(f"{source}: {err}") from None
     except RecursionError:
         line_number = _too_deep(text)
@@ -181,6 +194,9 @@ def _toml(text: str, source: str) -> dict[str, object]:
         raise ConfigError(f"{source}, line {line}: a number of more than {_INT_DIGITS} digits") from None
 
 
+def toml_document(text: str, source: str) -> dict[str, object]:
+    """A TOML document, every way to fail a ConfigError naming "<source>, line N" (policy files use it too)."""
+    return _toml(text, source)
 _LEASE_KEYS = ("devices", "users", "groups", "device_fd")
 _VENDOR_DEVICE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 _ID_MAX = 0xFFFFFFFE  # (uid_t)-1 means "no change" to the kernel: never a user
@@ -292,8 +308,9 @@ def parse(text: str, source: str = "msixd.toml", base: Config | None = None) -> 
             values[key] = tuple(value)
             continue
         if _TYPES[key] is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
-                raise ConfigError(f"{where}: {key} must be a number of seconds from 1 to 86400")
+            low, high = _SECONDS[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"{where}: {key} must be a number of seconds from {low:g} to {high:g}")
             values[key] = float(value)
             continue
         if not isinstance(value, str):

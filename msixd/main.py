@@ -21,6 +21,7 @@ from msixd.config import DEFAULT_PATH, Config, ConfigError, defaults, load, unde
 from msixd.errors import MsixdError
 from msixd.kernel import sdnotify
 from msixd.kernel.roots import KernelRoots
+from msixd.kernel.uevent import UeventSocket
 from msixd.liveness import Liveness, SelfProbe, heartbeat
 from msixd.rpc.access import Access, PeerRegistry
 from msixd.rpc.gateway import Limits
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, default=os.environ.get("MSIXD_STATE_DIR") or None,
                         help="where the desired state is kept (env MSIXD_STATE_DIR; default /var/lib/msixd, "
                              "under DIR with --root)")
+    parser.add_argument("--policy-dir", type=Path, default=os.environ.get("MSIXD_POLICY_DIR") or None,
+                        help="placement rules, *.toml (env MSIXD_POLICY_DIR; default /etc/msixd/policy.d, under "
+                             "DIR with --root)")
     parser.add_argument("--root", type=Path, metavar="DIR",
                         help="serve a captured tree: read sys/, proc/ and dev/ under DIR instead of /, and keep "
                              "msixd's own configuration, state and socket under DIR too unless named")
@@ -72,6 +76,7 @@ def effective_config(args: argparse.Namespace, missing_ok: bool = True) -> Confi
     config = load(args.config, missing_ok=missing_ok, base=defaults(args.root))
     overrides = {
         "socket": args.socket, "state_dir": args.state_dir, "log_format": args.log_format, "log_level": args.log_level,
+        "policy_dir": args.policy_dir,
     }
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -107,13 +112,15 @@ class Daemon:
 
     def __init__(self, config: Config, roots: KernelRoots) -> None:
         self.config = config
-        self.services = Services.build(roots, config.state_dir / "state.json")
+        self.services = Services.build(roots, config.state_dir / "state.json", policy_dir=config.policy_dir,
+                                       interval=config.policy_interval, irqbalance=config.irqbalance == "ban",
+                                       uevents=open_uevents(roots))
         self.services.placement.banned = config.banned_cpus
         self.services.leases.rules = config.leases
         self.access = Access(PeerRegistry(), config.socket_group, config.admin_group,
                              config.tls_admins, config.tls_readers)
         self.limits = Limits.for_files(raise_file_limit(), config.client_idle_seconds)
-        self.metrics = Metrics(self.services.inventory, self.services.leases)
+        self.metrics = Metrics(self.services.inventory, self.services.leases, self.services.reconciler)
         # Before any other listener: a port that cannot be served ends start-up before the socket exists.
         self.metrics_http: MetricsHttp | None = None
         if config.metrics_listen:
@@ -130,6 +137,15 @@ class Daemon:
     def start(self) -> None:
         outcome = self.services.owner.restore()
         self.services.keeper.start()
+        try:
+            policy = self.services.reconciler.load_policy()
+            log.info("policy loaded", directory=str(self.config.policy_dir), rules=len(policy.rules),
+                     files=list(policy.files))
+        except MsixdError as err:
+            log.error("policy not loaded: msixd places nothing until it is fixed (then systemctl reload msixd)",
+                      error=str(err))
+        self.services.irqbalance.start()
+        self.services.reconciler.start()
         self.server.start()
         self.lease_server.start()
         chgrp_socket(self.config.socket, self.config.socket_group)
@@ -151,6 +167,7 @@ class Daemon:
             heartbeat("gateway", lambda: self.server.gateway.heartbeat, 5.0),
             heartbeat("lease socket", lambda: self.lease_server.heartbeat, 5.0),
             heartbeat("keeper", lambda: self.services.keeper.heartbeat, stuck_after),
+            heartbeat("placement reconciler", lambda: self.services.reconciler.heartbeat, stuck_after),
             self.probe.check(stuck_after),
             calls,
         ]
@@ -168,9 +185,15 @@ class Daemon:
             new = replace(read(), socket=self.config.socket, state_dir=self.config.state_dir)
         except ConfigError as err:
             log.error("reload refused; the running configuration stays", error=str(err))
+            self.services.reconciler.reload()  # the policy is its own files: re-read them all the same
             return
         applied, need_restart = self.config.reload_changes(new)
         self.services.placement.banned = new.banned_cpus
+        self.services.reconciler.policy_dir = new.policy_dir
+        self.services.reconciler.interval = new.policy_interval
+        self.services.irqbalance.enabled = new.irqbalance == "ban"
+        self.services.irqbalance.poke()
+        self.services.reconciler.reload()
         self.services.leases.rules = new.leases
         self.access.set_policy(new.socket_group, new.admin_group, new.tls_admins, new.tls_readers)
         chgrp_socket(new.socket, new.socket_group)
@@ -192,8 +215,22 @@ class Daemon:
         if self.metrics_http is not None:
             self.metrics_http.stop()
         self.services.keeper.stop()
+        self.services.reconciler.stop()
+        self.services.irqbalance.stop()
         self.services.owner.close_all()
         log.info("stopped")
+
+
+def open_uevents(roots: KernelRoots) -> UeventSocket | None:
+    """The kernel's uevents, for the machine's own roots (a captured tree has none); None when the
+    socket cannot be had (no AF_NETLINK in the sandbox): the reconciler then looks periodically."""
+    if roots != KernelRoots():
+        return None
+    try:
+        return UeventSocket()
+    except OSError as err:
+        log.warning("no kernel uevents: device changes are seen by periodic passes only", error=str(err))
+        return None
 
 
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})

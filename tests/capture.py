@@ -33,7 +33,7 @@ PROC_IRQ_FILES = (
 )
 CPU_FILES = ("online", "possible", "present", "offline", "isolated", "nohz_full")
 SINGLE_FILES = (
-    "proc/cmdline", "proc/sys/kernel/osrelease", "proc/irq/default_smp_affinity",
+    "proc/cmdline", "proc/sys/kernel/osrelease", "proc/irq/default_smp_affinity", "proc/stat",
     "sys/module/vfio/parameters/enable_unsafe_noiommu_mode",
     "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts",
 )
@@ -85,7 +85,19 @@ class Capture:
             else:
                 self.file(child)
 
+    def names(self) -> None:
+        """The links naming network interfaces and block devices, and what they point into: a block
+        device's multipath/ links (NVMe native multipath)."""
+        for cls in ("net", "block"):
+            for name in self.listdir(f"sys/class/{cls}"):
+                self.link(f"sys/class/{cls}/{name}")
+                target = os.path.realpath(self.source / f"sys/class/{cls}/{name}")
+                relative = os.path.relpath(target, self.source)
+                for path in self.listdir(f"{relative}/multipath"):
+                    self.link(f"{relative}/multipath/{path}")
+
     def run(self) -> None:
+        self.names()
         for rel in SINGLE_FILES:
             self.file(rel)
         for name in CPU_FILES:
@@ -139,7 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="fixture directory to (re)create")
     parser.add_argument("--source", type=Path, default=Path("/"), help="root of the live tree")
+    parser.add_argument("--add-names", action="store_true",
+                        help="only add the class links and /proc/stat to an existing fixture (MODES is kept)")
     args = parser.parse_args(argv)
+    if args.add_names:
+        capture = Capture(args.source, args.out)
+        capture.names()
+        capture.file("proc/stat")
+        with (args.out / "MODES").open("a") as modes:
+            modes.writelines(f"{mode:04o} {rel}\n" for rel, mode in sorted(capture.modes.items()))
+        print(f"added the names and proc/stat of {args.source} to {args.out}")
+        return 0
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)

@@ -1,8 +1,10 @@
-"""CPU lists ("0-3,8") as the kernel reads and writes them.
+"""CPU lists ("0-3,8") as the kernel reads and writes them, and CPU masks ("ff,ffffffff").
 
 Lists follow lib/bitmap-str.c bitmap_parselist: comma-separated CPUs and ranges,
 with an optional ":used/group" stride ("0-15:2/4" means 0,1,4,5,8,9,12,13), as
-isolcpus= and nohz_full= accept.
+isolcpus= and nohz_full= accept. Masks follow %*pb: hex digits in comma-separated
+32-bit groups, most significant first, as irqbalance's "setup" answer prints its
+banned CPUs (irqbalance.c sock_handle()).
 """
 
 from __future__ import annotations
@@ -109,3 +111,22 @@ def format_cpulist(cpus: Iterable[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def parse_cpumask(text: str) -> frozenset[int]:
+    """Parse a hex mask with optional comma-separated 32-bit groups. Raises InvalidCpuList."""
+    whole = text
+    groups = text.strip().split(",")
+    if len(groups) > MAX_CPUS // 32:
+        raise InvalidCpuList(whole, f"mask of {len(groups)} 32-bit groups names CPUs beyond {MAX_CPUS - 1}")
+    value = 0
+    for group in groups:
+        if not group or len(group) > 8:
+            raise InvalidCpuList(whole, "each comma-separated group holds 1 to 8 hex digits")
+        try:
+            value = (value << 32) | int(group, 16)
+        except ValueError:
+            raise InvalidCpuList(whole, f"{shown(group)} is not hexadecimal") from None
+    if value.bit_length() > MAX_CPUS:
+        raise InvalidCpuList(whole, f"mask names CPUs beyond {MAX_CPUS - 1}")
+    return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)

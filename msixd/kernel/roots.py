@@ -12,6 +12,8 @@ class KernelRoots:
     procfs: Path = Path("/proc")
     debugfs: Path = Path("/sys/kernel/debug")
     dev: Path = Path("/dev")
+    # Runtime state of other daemons (irqbalance's control socket).
+    run: Path = Path("/run")
 
     @classmethod
     def under(cls, prefix: Path | str) -> KernelRoots:
@@ -22,4 +24,5 @@ class KernelRoots:
             procfs=prefix / "proc",
             debugfs=prefix / "sys/kernel/debug",
             dev=prefix / "dev",
+            run=prefix / "run",
         )

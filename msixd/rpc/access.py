@@ -28,9 +28,10 @@ import grpc
 from msixd.errors import MsixdError
 
 SERVICE = "msix.v1.MsixService"
-READ_ONLY_RPCS = frozenset({"GetStatus", "ListDevices", "GetDevice", "ListDomains", "Watch", "Echo", "ListLeases"})
+READ_ONLY_RPCS = frozenset({"GetStatus", "ListDevices", "GetDevice", "ListDomains", "Watch", "Echo", "ListLeases",
+                            "GetPolicy", "DiffPolicy"})
 # Changes that only plan when asked to: read-only then.
-DRY_RUNNABLE_RPCS = frozenset({"Spread", "SetAffinity"})
+DRY_RUNNABLE_RPCS = frozenset({"Spread", "SetAffinity", "ApplyPolicy"})
 READ_ONLY_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                                 "grpc.reflection.v1.ServerReflection"})
 _ABSTRACT = "unix-abstract:"

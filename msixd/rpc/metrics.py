@@ -18,7 +18,9 @@ from prometheus_client.registry import Collector
 from msixd.errors import MsixdError
 from msixd.rpc.httpserve import MetricsHttp
 from msixd.service.inventory import Inventory
+from msixd.service.irqbalance import LinkState
 from msixd.service.leases import Leases
+from msixd.service.reconciler import Reason, Reconciler, VectorState
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +44,42 @@ class VectorCollector(Collector):
         yield interrupts
 
 
+class PolicyCollector(Collector):
+    """The reconciler's counters, read when Prometheus scrapes."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self._reconciler = reconciler
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self._reconciler.stats
+        corrections = CounterMetricFamily("msixd_policy_corrections", "Placements the policy reconciler made, by "
+                                          "reason (start, apply, hotplug, new_vector, drift)", labels=["reason"])
+        for reason in Reason:
+            corrections.add_metric([reason.value], stats.corrections.get(reason.value, 0))
+        yield corrections
+        yield CounterMetricFamily("msixd_policy_failures", "Placements the kernel refused", value=stats.failures)
+        yield CounterMetricFamily("msixd_policy_drift_observed", "Moves by someone else that an observing rule "
+                                  "reported", value=stats.drift_observed)
+        yield CounterMetricFamily("msixd_policy_passes", "Reconcile passes", value=stats.passes)
+        yield CounterMetricFamily("msixd_policy_pass_seconds", "Time spent in reconcile passes",
+                                  value=stats.pass_seconds_total)
+        yield CounterMetricFamily("msixd_policy_uevents", "Kernel uevents received", value=stats.uevents)
+        states = GaugeMetricFamily("msixd_policy_vectors", "Vectors the rules select, by state", labels=["state"])
+        counts = self._reconciler.vector_states()
+        for vector_state in VectorState:
+            states.add_metric([vector_state.value], counts.get(vector_state.value, 0))
+        yield states
+        link = self._reconciler.irqbalance_status()
+        if link is not None:
+            irqbalance = GaugeMetricFamily("msixd_irqbalance_link", "The link to irqbalance: 1 for its state",
+                                           labels=["state"])
+            for state in LinkState:
+                irqbalance.add_metric([state.value], 1 if link.state is state else 0)
+            yield irqbalance
+            yield GaugeMetricFamily("msixd_irqbalance_banned_irqs", "IRQs msixd has banned from irqbalance",
+                                    value=len(link.wanted & link.banned))
+
+
 class LeaseCollector(Collector):
     """Leases granted, held and revoked, per device: read from the table of leases at each scrape."""
 
@@ -61,7 +99,8 @@ class LeaseCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, inventory: Inventory, leases: Leases | None = None) -> None:
+    def __init__(self, inventory: Inventory, leases: Leases | None = None,
+                 reconciler: Reconciler | None = None) -> None:
         self.registry = CollectorRegistry()
         self.rpc_seconds = Histogram(
             "msixd_rpc_duration_seconds", "Time to answer an RPC", ["rpc"], registry=self.registry,
@@ -74,6 +113,8 @@ class Metrics:
         self.registry.register(VectorCollector(inventory))
         if leases is not None:
             self.registry.register(LeaseCollector(leases))
+        if reconciler is not None:
+            self.registry.register(PolicyCollector(reconciler))
 
     def observe(self, rpc: str, code: str, seconds: float) -> None:
         if rpc != "Watch":  # a stream's length is the client's choice, not a latency

@@ -22,6 +22,7 @@ from msixd.api.msix.v1 import msix_pb2_grpc
 from msixd.errors import InvalidArgument, InvalidBdf, MsixdError
 from msixd.kernel import pci
 from msixd.rpc import convert
+from msixd.rpc import policy as convert_policy
 from msixd.rpc.errors import status_code
 from msixd.rpc.guard import current_peer
 from msixd.rpc.limits import StreamLimiter
@@ -259,3 +260,25 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
         bdf, count = self._s.owner.trigger(request.bdf, request.vector)
         audit.info("trigger", vector=request.vector)
         return pb.TriggerResponse(eventfd_count=count, bdf=bdf)
+
+    # Placement policy
+
+    @rpc
+    def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.ServicerContext) -> pb.PolicyReport:
+        return convert_policy.report(self._s.reconciler.report(request.bdf))
+
+    @rpc
+    def DiffPolicy(self, request: pb.DiffPolicyRequest, context: grpc.ServicerContext) -> pb.DiffPolicyResponse:
+        return pb.DiffPolicyResponse(changes=[convert_policy.vector(d) for d in self._s.reconciler.diff()])
+
+    @rpc
+    def ApplyPolicy(self, request: pb.ApplyPolicyRequest,
+                    context: grpc.ServicerContext) -> pb.ApplyPolicyResponse:
+        trial = (request.file_name, request.file_content) if request.file_name else None
+        result = self._s.reconciler.apply(trial, request.dry_run)
+        if not request.dry_run:
+            if self._metrics is not None:
+                self._metrics.affinity_changes.inc(sum(1 for c in result.corrections if not c.error))
+            audit.info("apply policy", files=list(result.policy.files), trial=result.policy.trial or None,
+                       rules=len(result.policy.rules), placements=len(result.corrections))
+        return convert_policy.applied(result)

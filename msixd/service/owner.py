@@ -107,6 +107,8 @@ class Owner:
 
     Locks, outer to inner (a thread holding one may take only those after it):
 
+    0. ``Reconciler._pass_lock`` (msixd/service/reconciler.py): one placement-policy pass at a
+       time; a pass places through Placement, so it comes before the device's lock.
     1. ``OwnedDevice.lock``: one device's session and vectors, held for a whole call on
        that device (a resize, a trigger, a release the kernel asked for, a placement of
        one of its vectors).
@@ -114,7 +116,8 @@ class Owner:
     3. ``Owner._lock`` (the table of owned devices, and the VFIO groups in Sessions),
        DesiredState's lock and ``Leases._lock`` (the table of leases): leaves, held only for
        dictionary work, opening or closing VFIO files, and the state file's write; no other
-       lock is taken under them.
+       lock is taken under them. So are the reconciler's ``_state_lock`` and the irqbalance
+       link's lock (copies for readers).
 
     Leased vectors live under their device's lock like every other vector: ``leased`` says
     which, and msixd reads none of their eventfds.

@@ -8,6 +8,7 @@ back), and report an IRQ the kernel will not move as such instead of retrying.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -57,6 +58,18 @@ class Placement:
         # A write and its record in the saved state happen as one: concurrent
         # placements of a vector must not leave the kernel and the state apart.
         self._lock = threading.Lock()
+        # (bdf, MSI-X index) -> the policy rule that places the vector, if one does (set by the
+        # reconciler): a placement by hand would only be put back, so it is refused.
+        self.claimed: Callable[[str, int], str | None] = lambda bdf, index: None
+
+    def _check_unclaimed(self, bdf: str, indexes: list[int]) -> None:
+        for index in indexes:
+            rule = self.claimed(bdf, index)
+            if rule:
+                raise FailedPrecondition(
+                    f"{bdf} vector {index} is placed by policy rule {rule}: msixd would put it back; change the "
+                    "rule (or make it place = \"leave\") and run msixctl apply"
+                )
 
     def _check_cpus(self, cpus: frozenset[int], force: bool) -> None:
         topology = system.read_cpus(self._roots)
@@ -90,6 +103,7 @@ class Placement:
         target = next((v for v in device.vectors if v.index == vector), None)
         if target is None:
             raise VectorNotFound(device.pci.bdf, vector)
+        self._check_unclaimed(device.pci.bdf, [target.index])
         if dry_run:
             self._check_settable(target)
             return Placed(device.pci.bdf, target.index, target.irq, cpus, target.effective_affinity, target.affinity,
@@ -103,21 +117,29 @@ class Placement:
 
     def _place(self, bdf: str, vector: Vector, cpus: frozenset[int]) -> Placed:
         self._check_settable(vector)
+        return self.place(bdf, vector.index, vector.irq, cpus, vector.affinity)
+
+    def place(self, bdf: str, index: int, irq: int, cpus: frozenset[int], previous: frozenset[int]) -> Placed:
+        """Write one vector's affinity, read it back, and record it (for an owned vector).
+
+        The path of every placement, the reconciler's too; the caller has checked the CPUs.
+        Raises AffinityRefused (the kernel will not move it) or AffinityRejected.
+        """
         # The device's lock first (msixd/service/owner.py gives the order): a re-enable of an
         # owned device re-applies its vectors' affinities under it.
         with self._owner.placing(bdf), self._lock:
-            kirq.write_affinity(self._roots, vector.irq, format_cpulist(cpus))
-            after = kirq.read_proc_irq(self._roots, vector.irq)
-            self._owner.remember_affinity(bdf, vector.index, cpus)
+            kirq.write_affinity(self._roots, irq, format_cpulist(cpus))
+            after = kirq.read_proc_irq(self._roots, irq)
+            self._owner.remember_affinity(bdf, index, cpus)
         placed = Placed(
             bdf=bdf,
-            vector=vector.index,
-            irq=vector.irq,
+            vector=index,
+            irq=irq,
             affinity=after.affinity if after else cpus,
             effective_affinity=after.effective_affinity if after else frozenset(),
-            previous_affinity=vector.affinity,
+            previous_affinity=previous,
         )
-        log.info("affinity set", bdf=bdf, vector=vector.index, irq=vector.irq, cpus=format_cpulist(cpus),
+        log.info("affinity set", bdf=bdf, vector=index, irq=irq, cpus=format_cpulist(cpus),
                  effective=format_cpulist(placed.effective_affinity))
         return placed
 
@@ -140,6 +162,7 @@ class Placement:
                 )
         order = sorted(cpus)
         movable = [v for v in device.vectors if v.affinity_settable]
+        self._check_unclaimed(device.pci.bdf, [v.index for v in movable])
         if not movable:
             raise FailedPrecondition(f"{device.pci.bdf} has no vector whose affinity the kernel lets user space set")
         plan = []

@@ -244,7 +244,7 @@ def test_every_command_with_bad_arguments_is_one_line(command: str, tmp_path: Pa
     assert bad_option.stderr.count("\n") == 1 and bad_option.stderr.startswith("msixctl: ") and bad_option.stdout == ""
     arguments = {"enable": ["--vectors", "2"], "trigger": ["1"], "affinity": ["1", "0"],
                  "lease": ["--vectors", "0", "--", "true"], "revoke": ["3fa2c1d09b7e"]}.get(command, [])
-    bdf_first = command not in ("list", "domains", "status", "leases", "revoke")
+    bdf_first = command not in ("list", "domains", "status", "leases", "revoke", "policy", "diff", "apply")
     bdf = ["../../x"] if bdf_first else []
     no_daemon = msixctl("--socket", str(tmp_path / "none.sock"), command, *bdf, *arguments)
     assert no_daemon.returncode == 3

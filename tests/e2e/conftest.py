@@ -46,7 +46,8 @@ def msixd(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         socket_path = tmp_path / f"msixd{len(procs)}.sock"
         proc = subprocess.Popen(
             [sys.executable, "-m", "msixd.main", "--socket", str(socket_path), "--log-format", "json",
-             "--state-dir", str(tmp_path / "state"), "--config", str(tmp_path / "absent.toml"), *args],
+             "--state-dir", str(tmp_path / "state"), "--config", str(tmp_path / "absent.toml"),
+             "--policy-dir", str(tmp_path / "policy.d"), *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

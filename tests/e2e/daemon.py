@@ -37,7 +37,8 @@ class Daemon:
         self.log = self.dir / "msixd.log"
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "msixd.main", "--config", str(self.config), "--log-format", "json", *args],
+                [sys.executable, "-m", "msixd.main", "--config", str(self.config), "--log-format", "json",
+                 "--policy-dir", str(self.dir / "policy.d"), *args],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
                 preexec_fn=(lambda: _limit_files(nofile)) if nofile else None,
             )

@@ -89,6 +89,28 @@ fetch_kernel() {  # tag regex
 } > "$CACHE/kernels.env.tmp"
 mv "$CACHE/kernels.env.tmp" "$CACHE/kernels.env"
 
+# Debian's irqbalance, for the policy tests that coexist with it. Unpacked with
+# dpkg -x like the kernels (no install scripts, no service): it is never
+# installed on this host and runs only inside bench guests, started by the
+# tests. Its libraries (glib, libcap-ng, libnuma, ncurses, libsystemd) are the
+# host's own, which the guests share.
+fetch_irqbalance() {
+    local pkg=irqbalance dir
+    if [[ ! -x $CACHE/irqbalance/usr/sbin/irqbalance ]]; then
+        [[ -n $(ls "$apt_dir/lists" 2>/dev/null | grep -v partial) ]] || apt-get "${apt_opts[@]}" update -qq
+        (cd "$apt_dir/archives" && apt-get "${apt_opts[@]}" -o APT::Sandbox::User=root download -qq "$pkg")
+        dir=$CACHE/irqbalance
+        rm -rf "$dir.tmp" && dpkg -x "$apt_dir"/archives/"${pkg}"_*.deb "$dir.tmp"
+        dpkg-deb -f "$apt_dir"/archives/"${pkg}"_*.deb Version > "$dir.tmp/VERSION"
+        rm -rf "$dir" && mv "$dir.tmp" "$dir"
+        rm -f "$apt_dir"/archives/"${pkg}"_*.deb
+    fi
+    echo "IRQBALANCE=$CACHE/irqbalance/usr/sbin/irqbalance"
+    echo "IRQBALANCE_VERSION=$(cat "$CACHE/irqbalance/VERSION")"
+}
+fetch_irqbalance > "$CACHE/irqbalance.env.tmp"
+mv "$CACHE/irqbalance.env.tmp" "$CACHE/irqbalance.env"
+
 # The systemd guest's root file system. irqbalance is there for tests that run
 # it beside msixd, disabled so that only those tests start it; the serial
 # console stays free of a login prompt; e1000e runs unthrottled (as in the
@@ -111,4 +133,4 @@ if [[ $(cat "$rootfs.recipe" 2>/dev/null) != "$recipe" ]]; then
     echo "$recipe" > "$rootfs.recipe"
 fi
 
-cat "$CACHE/kernels.env"
+cat "$CACHE/kernels.env" "$CACHE/irqbalance.env"

@@ -24,7 +24,8 @@ E1000E = (0x8086, 0x10D3)
 def start(directory: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "msixd.main", "--socket", str(directory / "msixd.sock"), "--state-dir",
-         str(directory / "state"), "--config", str(directory / "absent.toml"), "--log-format", "json"],
+         str(directory / "state"), "--config", str(directory / "absent.toml"), "--log-format", "json",
+         "--policy-dir", str(directory / "policy.d")],
         stdout=(directory / "msixd.log").open("a"), stderr=subprocess.STDOUT, text=True,
     )
     wait_serving(directory / "msixd.sock", proc)

@@ -63,6 +63,42 @@ class CountSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COUNT_SOURCE_EVENTFD: _ClassVar[CountSource]
     COUNT_SOURCE_PER_CPU_COUNT: _ClassVar[CountSource]
 
+class PolicyAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POLICY_ACTION_UNSPECIFIED: _ClassVar[PolicyAction]
+    POLICY_ACTION_PIN: _ClassVar[PolicyAction]
+    POLICY_ACTION_SPREAD: _ClassVar[PolicyAction]
+    POLICY_ACTION_BALANCE: _ClassVar[PolicyAction]
+    POLICY_ACTION_LEAVE: _ClassVar[PolicyAction]
+
+class OnDrift(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ON_DRIFT_UNSPECIFIED: _ClassVar[OnDrift]
+    ON_DRIFT_CORRECT: _ClassVar[OnDrift]
+    ON_DRIFT_OBSERVE: _ClassVar[OnDrift]
+
+class VectorPolicyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VECTOR_POLICY_STATE_UNSPECIFIED: _ClassVar[VectorPolicyState]
+    VECTOR_POLICY_STATE_IN_PLACE: _ClassVar[VectorPolicyState]
+    VECTOR_POLICY_STATE_PENDING: _ClassVar[VectorPolicyState]
+    VECTOR_POLICY_STATE_DRIFTED: _ClassVar[VectorPolicyState]
+    VECTOR_POLICY_STATE_UNCHANGEABLE: _ClassVar[VectorPolicyState]
+    VECTOR_POLICY_STATE_NO_HANDLER: _ClassVar[VectorPolicyState]
+    VECTOR_POLICY_STATE_ERROR: _ClassVar[VectorPolicyState]
+    VECTOR_POLICY_STATE_LEFT_ALONE: _ClassVar[VectorPolicyState]
+
+class IrqbalanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IRQBALANCE_STATE_UNSPECIFIED: _ClassVar[IrqbalanceState]
+    IRQBALANCE_STATE_DISABLED: _ClassVar[IrqbalanceState]
+    IRQBALANCE_STATE_NOT_RUNNING: _ClassVar[IrqbalanceState]
+    IRQBALANCE_STATE_STARTING: _ClassVar[IrqbalanceState]
+    IRQBALANCE_STATE_NO_SOCKET: _ClassVar[IrqbalanceState]
+    IRQBALANCE_STATE_BANNED: _ClassVar[IrqbalanceState]
+    IRQBALANCE_STATE_PARTIAL: _ClassVar[IrqbalanceState]
+    IRQBALANCE_STATE_FAILED: _ClassVar[IrqbalanceState]
+
 class LeaseReturn(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LEASE_RETURN_UNSPECIFIED: _ClassVar[LeaseReturn]
@@ -100,6 +136,30 @@ RESIZE_PATH_UNCHANGED: ResizePath
 COUNT_SOURCE_UNSPECIFIED: CountSource
 COUNT_SOURCE_EVENTFD: CountSource
 COUNT_SOURCE_PER_CPU_COUNT: CountSource
+POLICY_ACTION_UNSPECIFIED: PolicyAction
+POLICY_ACTION_PIN: PolicyAction
+POLICY_ACTION_SPREAD: PolicyAction
+POLICY_ACTION_BALANCE: PolicyAction
+POLICY_ACTION_LEAVE: PolicyAction
+ON_DRIFT_UNSPECIFIED: OnDrift
+ON_DRIFT_CORRECT: OnDrift
+ON_DRIFT_OBSERVE: OnDrift
+VECTOR_POLICY_STATE_UNSPECIFIED: VectorPolicyState
+VECTOR_POLICY_STATE_IN_PLACE: VectorPolicyState
+VECTOR_POLICY_STATE_PENDING: VectorPolicyState
+VECTOR_POLICY_STATE_DRIFTED: VectorPolicyState
+VECTOR_POLICY_STATE_UNCHANGEABLE: VectorPolicyState
+VECTOR_POLICY_STATE_NO_HANDLER: VectorPolicyState
+VECTOR_POLICY_STATE_ERROR: VectorPolicyState
+VECTOR_POLICY_STATE_LEFT_ALONE: VectorPolicyState
+IRQBALANCE_STATE_UNSPECIFIED: IrqbalanceState
+IRQBALANCE_STATE_DISABLED: IrqbalanceState
+IRQBALANCE_STATE_NOT_RUNNING: IrqbalanceState
+IRQBALANCE_STATE_STARTING: IrqbalanceState
+IRQBALANCE_STATE_NO_SOCKET: IrqbalanceState
+IRQBALANCE_STATE_BANNED: IrqbalanceState
+IRQBALANCE_STATE_PARTIAL: IrqbalanceState
+IRQBALANCE_STATE_FAILED: IrqbalanceState
 LEASE_RETURN_UNSPECIFIED: LeaseReturn
 LEASE_RETURN_OWN: LeaseReturn
 LEASE_RETURN_RELEASE: LeaseReturn
@@ -537,6 +597,177 @@ class WatchSample(_message.Message):
     time: float
     vectors: _containers.RepeatedCompositeFieldContainer[VectorSample]
     def __init__(self, bdf: _Optional[str] = ..., time: _Optional[float] = ..., vectors: _Optional[_Iterable[_Union[VectorSample, _Mapping]]] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ("bdf",)
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    def __init__(self, bdf: _Optional[str] = ...) -> None: ...
+
+class PolicyRule(_message.Message):
+    __slots__ = ("name", "file", "line", "order", "match", "action", "cpus", "cpus_local", "force", "on_drift")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    ON_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    file: str
+    line: int
+    order: int
+    match: str
+    action: PolicyAction
+    cpus: _containers.RepeatedScalarFieldContainer[int]
+    cpus_local: bool
+    force: bool
+    on_drift: OnDrift
+    def __init__(self, name: _Optional[str] = ..., file: _Optional[str] = ..., line: _Optional[int] = ..., order: _Optional[int] = ..., match: _Optional[str] = ..., action: _Optional[_Union[PolicyAction, str]] = ..., cpus: _Optional[_Iterable[int]] = ..., cpus_local: _Optional[bool] = ..., force: _Optional[bool] = ..., on_drift: _Optional[_Union[OnDrift, str]] = ...) -> None: ...
+
+class PolicyVector(_message.Message):
+    __slots__ = ("bdf", "vector", "irq", "rule", "shadowed", "affinity", "target", "state", "detail")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    IRQ_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    SHADOWED_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vector: int
+    irq: int
+    rule: str
+    shadowed: _containers.RepeatedScalarFieldContainer[str]
+    affinity: _containers.RepeatedScalarFieldContainer[int]
+    target: _containers.RepeatedScalarFieldContainer[int]
+    state: VectorPolicyState
+    detail: str
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., irq: _Optional[int] = ..., rule: _Optional[str] = ..., shadowed: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[int]] = ..., target: _Optional[_Iterable[int]] = ..., state: _Optional[_Union[VectorPolicyState, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class IrqbalanceLink(_message.Message):
+    __slots__ = ("state", "pid", "socket", "wanted", "banned", "detail")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_FIELD_NUMBER: _ClassVar[int]
+    WANTED_FIELD_NUMBER: _ClassVar[int]
+    BANNED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    state: IrqbalanceState
+    pid: int
+    socket: str
+    wanted: _containers.RepeatedScalarFieldContainer[int]
+    banned: _containers.RepeatedScalarFieldContainer[int]
+    detail: str
+    def __init__(self, state: _Optional[_Union[IrqbalanceState, str]] = ..., pid: _Optional[int] = ..., socket: _Optional[str] = ..., wanted: _Optional[_Iterable[int]] = ..., banned: _Optional[_Iterable[int]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ReconcilerStatus(_message.Message):
+    __slots__ = ("interval_seconds", "uevents", "passes", "last_pass_seconds", "last_pass_time", "corrections", "failures", "drift_observed")
+    class CorrectionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UEVENTS_FIELD_NUMBER: _ClassVar[int]
+    PASSES_FIELD_NUMBER: _ClassVar[int]
+    LAST_PASS_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_PASS_TIME_FIELD_NUMBER: _ClassVar[int]
+    CORRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    interval_seconds: float
+    uevents: bool
+    passes: int
+    last_pass_seconds: float
+    last_pass_time: float
+    corrections: _containers.ScalarMap[str, int]
+    failures: int
+    drift_observed: int
+    def __init__(self, interval_seconds: _Optional[float] = ..., uevents: _Optional[bool] = ..., passes: _Optional[int] = ..., last_pass_seconds: _Optional[float] = ..., last_pass_time: _Optional[float] = ..., corrections: _Optional[_Mapping[str, int]] = ..., failures: _Optional[int] = ..., drift_observed: _Optional[int] = ...) -> None: ...
+
+class PolicyReport(_message.Message):
+    __slots__ = ("directory", "files", "trial", "rules", "vectors", "irqbalance", "reconciler")
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    IRQBALANCE_FIELD_NUMBER: _ClassVar[int]
+    RECONCILER_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    files: _containers.RepeatedScalarFieldContainer[str]
+    trial: str
+    rules: _containers.RepeatedCompositeFieldContainer[PolicyRule]
+    vectors: _containers.RepeatedCompositeFieldContainer[PolicyVector]
+    irqbalance: IrqbalanceLink
+    reconciler: ReconcilerStatus
+    def __init__(self, directory: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ..., trial: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., vectors: _Optional[_Iterable[_Union[PolicyVector, _Mapping]]] = ..., irqbalance: _Optional[_Union[IrqbalanceLink, _Mapping]] = ..., reconciler: _Optional[_Union[ReconcilerStatus, _Mapping]] = ...) -> None: ...
+
+class DiffPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DiffPolicyResponse(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[PolicyVector]
+    def __init__(self, changes: _Optional[_Iterable[_Union[PolicyVector, _Mapping]]] = ...) -> None: ...
+
+class ApplyPolicyRequest(_message.Message):
+    __slots__ = ("dry_run", "file_name", "file_content")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    FILE_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    file_name: str
+    file_content: bytes
+    def __init__(self, dry_run: _Optional[bool] = ..., file_name: _Optional[str] = ..., file_content: _Optional[bytes] = ...) -> None: ...
+
+class PolicyCorrection(_message.Message):
+    __slots__ = ("bdf", "vector", "irq", "rule", "previous", "target", "effective", "error")
+    BDF_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    IRQ_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    bdf: str
+    vector: int
+    irq: int
+    rule: str
+    previous: _containers.RepeatedScalarFieldContainer[int]
+    target: _containers.RepeatedScalarFieldContainer[int]
+    effective: _containers.RepeatedScalarFieldContainer[int]
+    error: str
+    def __init__(self, bdf: _Optional[str] = ..., vector: _Optional[int] = ..., irq: _Optional[int] = ..., rule: _Optional[str] = ..., previous: _Optional[_Iterable[int]] = ..., target: _Optional[_Iterable[int]] = ..., effective: _Optional[_Iterable[int]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ApplyPolicyResponse(_message.Message):
+    __slots__ = ("dry_run", "rules", "files", "trial", "pending", "corrections", "problems")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    CORRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    rules: _containers.RepeatedCompositeFieldContainer[PolicyRule]
+    files: _containers.RepeatedScalarFieldContainer[str]
+    trial: str
+    pending: _containers.RepeatedCompositeFieldContainer[PolicyVector]
+    corrections: _containers.RepeatedCompositeFieldContainer[PolicyCorrection]
+    problems: _containers.RepeatedCompositeFieldContainer[PolicyVector]
+    def __init__(self, dry_run: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ..., trial: _Optional[str] = ..., pending: _Optional[_Iterable[_Union[PolicyVector, _Mapping]]] = ..., corrections: _Optional[_Iterable[_Union[PolicyCorrection, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[PolicyVector, _Mapping]]] = ...) -> None: ...
 
 class LeaseHolder(_message.Message):
     __slots__ = ("lease", "uid", "pid", "since")

@@ -109,6 +109,21 @@ class MsixServiceStub:
                 request_serializer=msix_dot_v1_dot_msix__pb2.EchoRequest.SerializeToString,
                 response_deserializer=msix_dot_v1_dot_msix__pb2.EchoResponse.FromString,
                 _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/msix.v1.MsixService/GetPolicy',
+                request_serializer=msix_dot_v1_dot_msix__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.PolicyReport.FromString,
+                _registered_method=True)
+        self.DiffPolicy = channel.unary_unary(
+                '/msix.v1.MsixService/DiffPolicy',
+                request_serializer=msix_dot_v1_dot_msix__pb2.DiffPolicyRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.DiffPolicyResponse.FromString,
+                _registered_method=True)
+        self.ApplyPolicy = channel.unary_unary(
+                '/msix.v1.MsixService/ApplyPolicy',
+                request_serializer=msix_dot_v1_dot_msix__pb2.ApplyPolicyRequest.SerializeToString,
+                response_deserializer=msix_dot_v1_dot_msix__pb2.ApplyPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class MsixServiceServicer:
@@ -229,6 +244,30 @@ class MsixServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPolicy(self, request, context):
+        """The placement policy as msixd runs it: its rules in the order they apply,
+        each vector a rule selects, the reconciler's state and irqbalance's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffPolicy(self, request, context):
+        """The vectors a pass of the reconciler would move now (nothing changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyPolicy(self, request, context):
+        """Read policy.d again (with a given file added, or in place of its
+        namesake) and make the kernel match it now; with dry_run, only answer
+        what would change. INVALID_ARGUMENT names the file and line of an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MsixServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,6 +345,21 @@ def add_MsixServiceServicer_to_server(servicer, server):
                     servicer.Echo,
                     request_deserializer=msix_dot_v1_dot_msix__pb2.EchoRequest.FromString,
                     response_serializer=msix_dot_v1_dot_msix__pb2.EchoResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.GetPolicyRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.PolicyReport.SerializeToString,
+            ),
+            'DiffPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffPolicy,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.DiffPolicyRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.DiffPolicyResponse.SerializeToString,
+            ),
+            'ApplyPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyPolicy,
+                    request_deserializer=msix_dot_v1_dot_msix__pb2.ApplyPolicyRequest.FromString,
+                    response_serializer=msix_dot_v1_dot_msix__pb2.ApplyPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -713,6 +767,87 @@ class MsixService:
             '/msix.v1.MsixService/Echo',
             msix_dot_v1_dot_msix__pb2.EchoRequest.SerializeToString,
             msix_dot_v1_dot_msix__pb2.EchoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/GetPolicy',
+            msix_dot_v1_dot_msix__pb2.GetPolicyRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.PolicyReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/DiffPolicy',
+            msix_dot_v1_dot_msix__pb2.DiffPolicyRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.DiffPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msix.v1.MsixService/ApplyPolicy',
+            msix_dot_v1_dot_msix__pb2.ApplyPolicyRequest.SerializeToString,
+            msix_dot_v1_dot_msix__pb2.ApplyPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

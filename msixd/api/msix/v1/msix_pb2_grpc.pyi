@@ -84,6 +84,17 @@ class MsixServiceStub:
     access check, logging and metrics as every other call: a probe of the
     whole stack's latency, and the floor msixd's benchmarks measure against.
     """
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_msix_pb2.GetPolicyRequest, _msix_pb2.PolicyReport]
+    """The placement policy as msixd runs it: its rules in the order they apply,
+    each vector a rule selects, the reconciler's state and irqbalance's.
+    """
+    DiffPolicy: _grpc.UnaryUnaryMultiCallable[_msix_pb2.DiffPolicyRequest, _msix_pb2.DiffPolicyResponse]
+    """The vectors a pass of the reconciler would move now (nothing changes)."""
+    ApplyPolicy: _grpc.UnaryUnaryMultiCallable[_msix_pb2.ApplyPolicyRequest, _msix_pb2.ApplyPolicyResponse]
+    """Read policy.d again (with a given file added, or in place of its
+    namesake) and make the kernel match it now; with dry_run, only answer
+    what would change. INVALID_ARGUMENT names the file and line of an error.
+    """
 
 @_typing.type_check_only
 class MsixServiceAsyncStub(MsixServiceStub):
@@ -134,6 +145,17 @@ class MsixServiceAsyncStub(MsixServiceStub):
     """Answers with the payload it was sent, after the same peer identification,
     access check, logging and metrics as every other call: a probe of the
     whole stack's latency, and the floor msixd's benchmarks measure against.
+    """
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_msix_pb2.GetPolicyRequest, _msix_pb2.PolicyReport]  # type: ignore[assignment]
+    """The placement policy as msixd runs it: its rules in the order they apply,
+    each vector a rule selects, the reconciler's state and irqbalance's.
+    """
+    DiffPolicy: _aio.UnaryUnaryMultiCallable[_msix_pb2.DiffPolicyRequest, _msix_pb2.DiffPolicyResponse]  # type: ignore[assignment]
+    """The vectors a pass of the reconciler would move now (nothing changes)."""
+    ApplyPolicy: _aio.UnaryUnaryMultiCallable[_msix_pb2.ApplyPolicyRequest, _msix_pb2.ApplyPolicyResponse]  # type: ignore[assignment]
+    """Read policy.d again (with a given file added, or in place of its
+    namesake) and make the kernel match it now; with dry_run, only answer
+    what would change. INVALID_ARGUMENT names the file and line of an error.
     """
 
 class MsixServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -272,6 +294,35 @@ class MsixServiceServicer(metaclass=_abc_1.ABCMeta):
         """Answers with the payload it was sent, after the same peer identification,
         access check, logging and metrics as every other call: a probe of the
         whole stack's latency, and the floor msixd's benchmarks measure against.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPolicy(
+        self,
+        request: _msix_pb2.GetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_msix_pb2.PolicyReport, _abc.Awaitable[_msix_pb2.PolicyReport]]:
+        """The placement policy as msixd runs it: its rules in the order they apply,
+        each vector a rule selects, the reconciler's state and irqbalance's.
+        """
+
+    @_abc_1.abstractmethod
+    def DiffPolicy(
+        self,
+        request: _msix_pb2.DiffPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_msix_pb2.DiffPolicyResponse, _abc.Awaitable[_msix_pb2.DiffPolicyResponse]]:
+        """The vectors a pass of the reconciler would move now (nothing changes)."""
+
+    @_abc_1.abstractmethod
+    def ApplyPolicy(
+        self,
+        request: _msix_pb2.ApplyPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_msix_pb2.ApplyPolicyResponse, _abc.Awaitable[_msix_pb2.ApplyPolicyResponse]]:
+        """Read policy.d again (with a given file added, or in place of its
+        namesake) and make the kernel match it now; with dry_run, only answer
+        what would change. INVALID_ARGUMENT names the file and line of an error.
         """
 
 def add_MsixServiceServicer_to_server(servicer: MsixServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
