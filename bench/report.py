@@ -10,10 +10,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
+# The goals, as ratios to floors measured in the same run.
+GOAL_IN_PROCESS = 1.5  # inventory and GetDevice in process against the fewest reads
+GOAL_OVER_SOCKET = 2.0  # ListDevices and GetDevice over the socket at 1024 CPUs against the same floor
+GOAL_VS_BARE = 1.5  # GetDevice p50 and p99 against a bare grpcio server's Echo
+
 
 def load(out: Path, name: str) -> dict | None:
     path = out / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _median(row: dict, key: str) -> float:
+    return float(row["seconds"][key]["median"])
 
 
 def plot_inventory(data: dict, out: Path) -> None:
@@ -22,16 +31,20 @@ def plot_inventory(data: dict, out: Path) -> None:
     for n, cpus in enumerate(sorted({r["cpus"] for r in rows})):
         line = sorted((r for r in rows if r["cpus"] == cpus), key=lambda r: r["irqs"])
         irqs, color = [r["irqs"] for r in line], f"C{n}"
-        axes[0].plot(irqs, [r["inventory_s"] for r in line], "o-", color=color, label=f"msixd inventory, {cpus} CPUs")
-        axes[0].plot(irqs, [r["floor_s"] for r in line], "x--", color=color,
-                     label=f"floor (bare os reads), {cpus} CPUs")
-        axes[1].plot(irqs, [r["ratio_inventory"] for r in line], "o-", color=color, label=f"in-process, {cpus} CPUs")
-        axes[1].plot(irqs, [r["ratio_list_devices_rpc"] for r in line], "s:", color=color,
+        axes[0].plot(irqs, [_median(r, "inventory") for r in line], "o-", color=color,
+                     label=f"msixd inventory, {cpus} CPUs")
+        axes[0].plot(irqs, [_median(r, "floor_inventory") for r in line], "x--", color=color,
+                     label=f"floor (fewest reads), {cpus} CPUs")
+        axes[1].plot(irqs, [r["ratio_inventory"]["median"] for r in line], "o-", color=color,
+                     label=f"in-process, {cpus} CPUs")
+        axes[1].plot(irqs, [r["ratio_list_devices_rpc"]["median"] for r in line], "s:", color=color,
                      label=f"ListDevices RPC, {cpus} CPUs")
-    axes[0].set(xscale="log", yscale="log", xlabel="IRQs", ylabel="seconds (this machine)",
+    axes[0].set(xscale="log", yscale="log", xlabel="IRQs", ylabel="CPU seconds (this machine)",
                 title="Inventory cost against size")
-    axes[1].axhline(2.0, color="grey", linewidth=0.8, linestyle="--")
-    axes[1].set(xscale="log", xlabel="IRQs", ylabel="× floor", title="Ratio to the floor (goal: in-process ≤ 2)")
+    axes[1].axhline(GOAL_IN_PROCESS, color="grey", linewidth=0.8, linestyle="--")
+    axes[1].axhline(GOAL_OVER_SOCKET, color="grey", linewidth=0.8, linestyle=":")
+    axes[1].set(xscale="log", xlabel="IRQs", ylabel="× floor",
+                title=f"Ratio to the floor (goals: in-process ≤ {GOAL_IN_PROCESS}, socket ≤ {GOAL_OVER_SOCKET})")
     for axis in axes:
         axis.legend(fontsize=7)
         axis.grid(True, which="both", alpha=0.3)
@@ -196,21 +209,25 @@ def write(out: Path) -> str:
         plot_inventory(inventory, out)
         machine = inventory.get("machine", {})
         lines += [
-            f"**Inventory at scale** (synthetic trees, {machine.get('cpus', '?')}-CPU machine): msixd's in-process "
-            "inventory and the RPCs against the floor, the same file operations with bare `os` calls. "
-            "Goal: in-process within 2× the floor. ![inventory](bench/results/inventory.png)",
+            f"**Inventory at scale** (synthetic trees, {machine.get('cpus', '?')}-CPU machine): msixd against the "
+            "floor, the fewest reads the kernel requires for the same answers with bare `os` calls "
+            "(`bench/floor.py`: the fixed facts read once per device identity, as msixd does; then Message "
+            "Control, the links, `msi_irqs/` and each IRQ's attributes). CPU time, medians of per-round ratios "
+            "(spread in `bench/results/inventory.json`); over the socket, msixd's process and the client's "
+            f"together. Goals: in process within {GOAL_IN_PROCESS}×, over the socket within {GOAL_OVER_SOCKET}× "
+            "at 1024 CPUs. ![inventory](bench/results/inventory.png)",
             "",
-            "| CPUs | IRQs | devices | floor (abs) | inventory (abs) | inventory ratio | ListDevices ratio "
-            "| GetDevice, every device, ratio |",
+            "| CPUs | IRQs | devices | floor (abs) | inventory ratio | GetDevice ratio | ListDevices RPC ratio "
+            "| GetDevice RPC ratio |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in inventory["grid"]:
             lines.append(
-                f"| {r['cpus']} | {r['irqs']} | {r['devices']} | {r['floor_s']:.3f} s | {r['inventory_s']:.3f} s "
-                f"| **{r['ratio_inventory']:.2f}×** | {r['ratio_list_devices_rpc']:.2f}× "
-                f"| {r['ratio_get_device_rpc']:.2f}× |"
+                f"| {r['cpus']} | {r['irqs']} | {r['devices']} | {_median(r, 'floor_inventory') * 1e3:.1f} ms "
+                f"| **{r['ratio_inventory']['median']:.2f}×** | **{r['ratio_get_device']['median']:.2f}×** "
+                f"| {r['ratio_list_devices_rpc']['median']:.2f}× | {r['ratio_get_device_rpc']['median']:.2f}× |"
             )
-        exponents = inventory["scaling"]["inventory_s"]
+        exponents = inventory["scaling"]["inventory"]
         worst_irqs = max(exponents["vs_irqs"].values(), default=float("nan"))
         worst_cpus = max(exponents["vs_cpus"].values(), default=float("nan"))
         lines += [
@@ -219,14 +236,41 @@ def write(out: Path) -> str:
             f"against CPUs at most {worst_cpus:.2f} (the files grow with CPUs: one count per CPU per IRQ).",
             "",
         ]
+    sysfs = {k: d for k in ("6.1", "6.12") if (d := load(out, f"sysfs-{k}"))}
+    if sysfs:
+        lines += [
+            "**On a real kernel's sysfs** (bench guests, `bench/sysfs.py`): every read is formatted by the "
+            "kernel, and a config-space read is a device access. GetDevice in process per device (and the "
+            "nvme owned by msixd through VFIO, its vectors' eventfd counts read too) and the whole listing, "
+            "against the same floor; CPU time of the guest's process (emulated CPUs: ratios only). The last "
+            "column is what reading the whole config file once costs, as msixd did on every answer before.",
+            "",
+            "| kernel | device | config bytes | vectors | floor (abs) | GetDevice ratio | whole config read (abs) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for kernel, data in sysfs.items():
+            rows = [(f"{bdf} ({r['driver']})", r) for bdf, r in data["devices"].items()]
+            if "owned" in data:
+                rows.append((f"{data['owned']['bdf']} (msixd, VFIO)", data["owned"]))
+            for name, r in rows:
+                lines.append(
+                    f"| {kernel} | {name} | {r['config_bytes']} | {r['vectors']} "
+                    f"| {r['seconds']['floor']['median'] * 1e3:.2f} ms | **{r['ratio']['median']:.2f}×** "
+                    f"| {r['whole_config_read_s'] * 1e3:.2f} ms |"
+                )
+            inv = data["inventory"]
+            lines.append(f"| {kernel} | whole listing | | | {inv['seconds']['floor']['median'] * 1e3:.2f} ms "
+                         f"| **{inv['ratio']['median']:.2f}×** | |")
+        lines.append("")
     rpc = load(out, "rpc")
     if rpc:
         plot_rpc(rpc, out)
         lines += [
             "**RPC** over the Unix socket (through the peer-credential gateway), against msixd's `Echo` "
-            "on the same server stack (the same identification, access check, logging and metrics; "
-            "the floor). Goal: p99 within 1.5× the floor. `grpc.health.v1` Check, which skips msixd's "
-            "request handling, is shown for reference. ![rpc](bench/results/rpc.png)",
+            "on the same server stack (the same identification, access check, logging and metrics). "
+            "`grpc.health.v1` Check, which skips msixd's request handling, is shown for reference. All clients "
+            "ask for the same device: concurrent identical reads share one (`msixd/service/coalesce.py`), never "
+            "one that began before the request came. ![rpc](bench/results/rpc.png)",
             "",
             "| clients | Echo p50 / p99 (abs) | GetDevice p50 / p99 ratio | ListDevices p50 / p99 ratio "
             "| Check p99 (abs) | Echo / GetDevice / ListDevices per s (abs) |",
@@ -244,7 +288,8 @@ def write(out: Path) -> str:
             lines += [
                 "",
                 "Against a bare grpcio server answering Echo on a Unix socket in its own process (no gateway, "
-                "no access check, no logging: what any Python gRPC server needs here):",
+                "no access check, no logging: what any Python gRPC server needs here), in the same run. "
+                f"Goal: GetDevice p50 and p99 within {GOAL_VS_BARE}×:",
                 "",
                 "| clients | bare Echo p50 / p99 (abs) | msixd Echo p50 / p99 ratio | GetDevice p50 / p99 ratio "
                 "| ListDevices p50 / p99 ratio |",
@@ -254,7 +299,7 @@ def write(out: Path) -> str:
                 lines.append(
                     f"| {r['clients']} | {r['BareEcho_p50_ms']:.2f} / {r['BareEcho_p99_ms']:.2f} ms "
                     f"| {r['Echo_p50_vs_bare']:.2f}× / {r['Echo_p99_vs_bare']:.2f}× "
-                    f"| {r['GetDevice_p50_vs_bare']:.2f}× / **{r['GetDevice_p99_vs_bare']:.2f}×** "
+                    f"| **{r['GetDevice_p50_vs_bare']:.2f}×** / **{r['GetDevice_p99_vs_bare']:.2f}×** "
                     f"| {r['ListDevices_p50_vs_bare']:.2f}× / {r['ListDevices_p99_vs_bare']:.2f}× |"
                 )
         f = rpc["footprint"]
@@ -345,4 +390,41 @@ def write(out: Path) -> str:
                 f"| `{r['command']}` | {r['floor_ms']:.0f} ms | {r['msixctl_ms']:.0f} ms | **{r['ratio']:.2f}×** "
                 f"| {r['cpu_ratio']:.2f}× |"
             )
+    lines += ["", *goals(inventory, sysfs, rpc)]
     return "\n".join(lines) + "\n"
+
+
+def _verdict(worst: float, goal: float) -> str:
+    return f"{worst:.2f}× ({'met' if worst <= goal else 'missed'})"
+
+
+def goals(inventory: dict | None, sysfs: dict[str, dict], rpc: dict | None) -> list[str]:
+    """The goals, each with the worst ratio measured (medians of rounds) and whether it holds."""
+    rows: list[tuple[str, str]] = []
+    if inventory:
+        grid = inventory["grid"]
+        worst = max(max(r["ratio_inventory"]["median"], r["ratio_get_device"]["median"]) for r in grid)
+        rows.append((f"inventory and GetDevice in process ≤ {GOAL_IN_PROCESS}× the floor, every grid point",
+                     _verdict(worst, GOAL_IN_PROCESS)))
+        big = [r for r in grid if r["cpus"] == 1024]
+        if big:
+            worst = max(max(r["ratio_list_devices_rpc"]["median"], r["ratio_get_device_rpc"]["median"]) for r in big)
+            rows.append((f"ListDevices and GetDevice over the socket ≤ {GOAL_OVER_SOCKET}× the floor at 1024 CPUs",
+                         _verdict(worst, GOAL_OVER_SOCKET)))
+    for kernel, data in sysfs.items():
+        ratios = [r["ratio"]["median"] for r in data["devices"].values()] + [data["inventory"]["ratio"]["median"]]
+        if "owned" in data:
+            ratios.append(data["owned"]["ratio"]["median"])
+        rows.append((f"inventory and GetDevice in process ≤ {GOAL_IN_PROCESS}× the floor, {kernel} guest",
+                     _verdict(max(ratios), GOAL_IN_PROCESS)))
+    if rpc and "GetDevice_p50_vs_bare" in rpc["rows"][0]:
+        for r in rpc["rows"]:
+            worst = max(r["GetDevice_p50_vs_bare"], r["GetDevice_p99_vs_bare"])
+            clients = f"{r['clients']} client" + ("s" if r["clients"] != 1 else "")
+            rows.append((f"GetDevice p50 and p99 ≤ {GOAL_VS_BARE}× a bare grpcio Echo, {clients}",
+                         _verdict(worst, GOAL_VS_BARE)))
+    if not rows:
+        return []
+    return ["**Goals of the read path** (inventory, GetDevice, ListDevices; worst ratio measured):", "",
+            "| goal | worst |", "|---|---|",
+            *(f"| {goal} | {verdict} |" for goal, verdict in rows), ""]

@@ -8,13 +8,16 @@ machine: the ratio is what carries across machines, the absolute numbers are
 this machine's only. The parts:
 
 - inventory: synthetic trees (bench/synth.py) of 64/256/1024 CPUs and
-  512/4096/16384 IRQs; msixd's in-process inventory, ListDevices and GetDevice
-  (every device) end to end, against the same file operations done with bare
-  os calls (bench/inventory.py);
+  512/4096/16384 IRQs; msixd's in-process inventory and GetDevice (every
+  device), and ListDevices and GetDevice over the socket, against the floor:
+  the fewest reads the kernel requires for the same answers, with bare os
+  calls (bench/floor.py, bench/inventory.py);
+- sysfs: the same in process, on a real kernel's sysfs in a 6.1 and a 6.12
+  guest, where config-space reads are device accesses (bench/sysfs.py);
 - rpc: p50/p99 and throughput of GetDevice and ListDevices with 1, 8 and 32
-  client processes, against grpc.health.v1 Check on the same server stack
-  (bench/rpc.py); footprint: RSS idle and after a 16384-IRQ inventory, time
-  from start to ready;
+  client processes, against msixd's own Echo and a bare grpcio Echo server in
+  its own process (bench/rpc.py); footprint: RSS idle and after a 16384-IRQ
+  inventory, time from start to ready;
 - vfio and watch, in a 6.1 and a 6.12 guest of the real-kernel bench
   (bench/vfio.py): enable and resize, and the CPU cost of counting loopback
   interrupts, against direct ioctls and a bare epoll loop;
@@ -60,15 +63,15 @@ def slope(xs: list[float], ys: list[float]) -> float:
 def scaling(rows: list[dict]) -> dict[str, dict[str, float]]:
     """The exponent of each measured cost against IRQs (per CPU count) and CPUs (per IRQ count)."""
     found: dict[str, dict[str, float]] = {}
-    for key in ("inventory_s", "floor_s", "list_devices_rpc_s"):
+    for key in ("inventory", "floor_inventory", "list_devices_rpc"):
         by_irqs = {}
         for cpus in sorted({r["cpus"] for r in rows}):
-            line = sorted((r["irqs"], r[key]) for r in rows if r["cpus"] == cpus)
+            line = sorted((r["irqs"], r["seconds"][key]["median"]) for r in rows if r["cpus"] == cpus)
             if len(line) > 1:
                 by_irqs[f"{cpus}_cpus"] = round(slope([x for x, _ in line], [y for _, y in line]), 2)
         by_cpus = {}
         for irqs in sorted({r["irqs"] for r in rows}):
-            line = sorted((r["cpus"], r[key]) for r in rows if r["irqs"] == irqs)
+            line = sorted((r["cpus"], r["seconds"][key]["median"]) for r in rows if r["irqs"] == irqs)
             if len(line) > 1:
                 by_cpus[f"{irqs}_irqs"] = round(slope([x for x, _ in line], [y for _, y in line]), 2)
         found[key] = {"vs_irqs": by_irqs, "vs_cpus": by_cpus}  # type: ignore[dict-item]
@@ -76,7 +79,8 @@ def scaling(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def run_in_guest(part: str, kernel: str, out: Path) -> dict | None:
-    """python -m bench.<part> in a guest of the real-kernel bench; its JSON saved as <part>-<kernel>.json."""
+    """python -m bench.<part> in a guest of the real-kernel bench; its JSON saved as <part>-<kernel>.json,
+    and the profiles it names, if any, as profile-<part>-<kernel>.txt."""
     from tests.vm import bench
 
     problem = bench.why_not_runnable()
@@ -91,6 +95,10 @@ def run_in_guest(part: str, kernel: str, out: Path) -> dict | None:
             print(f"bench: {part} on {kernel} failed (exit {rc})", file=sys.stderr)
             return None
         data = json.loads(result.read_text())
+    profiles = data.pop("profiles", None)
+    if profiles:  # where the time goes, as text beside the figures
+        (out / f"profile-{part}-{kernel}.txt").write_text(
+            "".join(f"== {what} ==\n{text}\n" for what, text in profiles.items()))
     save(f"{part}-{kernel}", data, out)
     return data
 
@@ -103,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a small grid and fewer calls: try the suite out")
-    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "lease", "cli", "policy", "report"],
+    parser.add_argument("--only", choices=["inventory", "rpc", "vfio", "sysfs", "lease", "cli", "policy", "report"],
                         action="append",
                         help="run these parts only (repeatable); 'report' redraws from saved JSON")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md's performance section")
     args = parser.parse_args(argv)
-    parts = set(args.only or ["inventory", "rpc", "vfio", "lease", "cli", "policy", "report"])
+    parts = set(args.only or ["inventory", "rpc", "vfio", "sysfs", "lease", "cli", "policy", "report"])
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     started = time.monotonic()
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         cpus, irqs = ([64, 256], [512, 4096]) if args.quick else ([64, 256, 1024], [512, 4096, 16384])
         rows = inventory.run(cpus, irqs)
         save("inventory", {"grid": rows, "scaling": scaling(rows), "machine": machine()}, args.out)
+        largest = (cpus[-1], irqs[0])  # the most CPUs: the longest count lines per IRQ
+        (args.out / f"profile-list_devices-{largest[0]}cpus.txt").write_text(inventory.breakdown(*largest))
     if "rpc" in parts:
         from bench import rpc
 
@@ -128,9 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         save("rpc", {"samples_per_method": rpc.SAMPLES, "rows": rows, "footprint": rpc.footprint(),
                      "machine": machine()}, args.out)
         rpc.profile_get_device(args.out)
+        for method in ("Echo", "GetDevice"):  # msixd's process under each: what the work adds
+            rpc.profile_server(args.out, method)
     if "vfio" in parts:
         for kernel in ("6.1", "6.12"):
             run_vfio(kernel, args.out)
+    if "sysfs" in parts:
+        for kernel in ("6.1", "6.12"):
+            run_in_guest("sysfs", kernel, args.out)
     if "policy" in parts:
         from bench import policy
 

@@ -33,9 +33,12 @@ def decimal(text: str, low: int, high: int) -> int | None:
     The digits are counted before int() sees them: a kernel writes no number of
     more than 20 (u64), and int() refuses more than 4300 with a ValueError.
     """
-    if _DECIMAL.fullmatch(text) is None:
+    if text.isdigit() and text.isascii() and len(text) <= 20:  # the common case, without the regex
+        value = int(text)
+    elif _DECIMAL.fullmatch(text) is None:
         return None
-    value = int(text)
+    else:
+        value = int(text)
     return value if low <= value <= high else None
 
 
@@ -67,18 +70,81 @@ def read_bytes(path: str) -> bytes | None:
         os.close(fd)
 
 
-def read_text(path: str) -> str | None:
-    """The file's text without its trailing newline, or None if it does not exist."""
-    data = read_bytes(path)
-    if data is None:
+def read_at(path: str, offset: int, size: int) -> bytes | None:
+    """size bytes of the file from offset (fewer at its end), with one pread(2); None as read_bytes.
+
+    For PCI config space: each dword read is a config access (a trap under
+    virtualization, an MMIO read on bare metal), so a reader takes the ranges
+    it needs, not the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in _EXHAUSTED:
+            raise ResourceExhausted(f"cannot read {path}: {os.strerror(err.errno)}") from err
         return None
+    try:
+        return os.pread(fd, size, offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_text_mode(path: str) -> tuple[str, int] | None:
+    """The file's text (as read_text) and its st_mode, from one open: fstat(2) on the open
+    file costs less than a stat(2) of the path. None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in _EXHAUSTED:
+            raise ResourceExhausted(f"cannot read {path}: {os.strerror(err.errno)}") from err
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        data = os.read(fd, _CHUNK)
+        if len(data) == _CHUNK:
+            parts = [data]
+            while chunk := os.read(fd, _CHUNK):
+                parts.append(chunk)
+            data = b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace").rstrip("\n"), mode
+
+
+def read_text(path: str) -> str | None:
+    """The file's text without its trailing newline, or None when read_bytes gives None.
+
+    read_bytes' steps, written out: this runs eight times for every vector of an
+    inventory, and a call less is a tenth of a bare read's cost.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in _EXHAUSTED:
+            raise ResourceExhausted(f"cannot read {path}: {os.strerror(err.errno)}") from err
+        return None
+    try:
+        data = os.read(fd, _CHUNK)
+        if len(data) == _CHUNK:
+            parts = [data]
+            while chunk := os.read(fd, _CHUNK):
+                parts.append(chunk)
+            data = b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return data.decode("utf-8", "replace").rstrip("\n")
 
 
 def read_link_name(path: str) -> str | None:
     """Last component of a symbolic link's target (e.g. a driver name), or None."""
     try:
-        return os.path.basename(os.readlink(path))
+        return os.readlink(path).rpartition("/")[2]  # os.path.basename, without its calls
     except OSError:  # missing, or not a link
         return None
 

@@ -160,8 +160,7 @@ class MsixServicer(msix_pb2_grpc.MsixServiceServicer):
 
     @rpc
     def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> pb.ListDevicesResponse:
-        devices = self._s.inventory.list_devices(request.all_devices, request.include_vectors)
-        return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])
+        return convert.devices(self._s.inventory.list_devices(request.all_devices, request.include_vectors))
 
     @rpc
     def GetDevice(self, request: pb.GetDeviceRequest, context: grpc.ServicerContext) -> pb.Device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -29,8 +30,10 @@ from msixd.service.model import (
     Vector,
 )
 from msixd.service.owner import Owner
+from msixd.service.session import LeaseTag
 
 log = structlog.get_logger(__name__)
+_BY_INDEX = operator.attrgetter("index", "irq")
 
 # VFIO dynamic MSI-X ("vfio/pci: Clear VFIO_IRQ_INFO_NORESIZE for MSI-X") landed in 6.5.
 DYNAMIC_MSIX_SINCE = (6, 5)
@@ -55,7 +58,14 @@ def _release_version(release: str) -> tuple[int, int] | None:
 
 
 class Inventory:
-    """What the kernel says about MSI/MSI-X right now; nothing is cached."""
+    """What the kernel says about MSI/MSI-X right now.
+
+    Every answer is read from the kernel when it is asked for. Only what cannot
+    change while a device keeps its sysfs identity (its IDs, where its MSI-X
+    capability, table and PBA are) is remembered, by pci.Devices, and dropped
+    when the identity changes; enable and mask bits, drivers, IRQs, affinities
+    and counts are read again for every answer.
+    """
 
     def __init__(
         self, roots: KernelRoots, owner: Owner | None = None, clock: Callable[[], float] = time.monotonic
@@ -65,6 +75,7 @@ class Inventory:
         self._clock = clock
         self._coalescer = Coalescer()
         self._started = clock()
+        self.devices = pci.Devices(roots)
 
     # Devices
 
@@ -74,7 +85,9 @@ class Inventory:
 
     def _list_devices(self, all_devices: bool, include_vectors: bool) -> list[Device]:
         devices = []
-        for bdf in pci.list_bdfs(self._roots):
+        bdfs = pci.list_bdfs(self._roots)
+        self.devices.keep_only(set(bdfs))
+        for bdf in bdfs:
             try:
                 device = self._device(bdf, include_vectors, msix_only=not all_devices)
             except DeviceNotFound:
@@ -95,93 +108,90 @@ class Inventory:
         return device
 
     def _device(self, bdf: str, include_vectors: bool, msix_only: bool = False) -> Device | None:
-        pci_device = pci.read_device(self._roots, bdf, msix_only)
+        pci_device = self.devices.read(bdf, msix_only)
         if pci_device is None:
             return None
-        irqs = irq.msi_irqs(self._roots, bdf)
+        irqs = irq.msi_irq_numbers(self._roots, bdf)
+        first = irqs[0] if irqs else None
+        mode = irq.msi_mode(self._roots, bdf, irqs) if irqs else ""
+        # The first IRQ's debugfs file names the domain, and tells whether debugfs has
+        # IRQ files at all (Debian's kernels are built without them: one failed open).
+        debug = debugfs.read_irq(self._roots, first) if first is not None else None
         vectors: tuple[Vector, ...] = ()
         chip = ""
-        if include_vectors:
-            vectors = self._vectors(bdf, irqs)
-            chip = vectors[0].chip if vectors else ""
-        else:
-            for number in irqs:
-                sys_irq = irq.read_sys_irq(self._roots, number)
-                if sys_irq is not None:
-                    chip = sys_irq.chip_name
-                    break
         ownership = None
         owned = self._owner.owned(bdf) if self._owner else None
+        counts: dict[int, int] = {}
+        leases: dict[int, LeaseTag] = {}
         if owned is not None:
             assert self._owner is not None
             counts = self._owner.counts(bdf)
             leases = self._owner.leases(bdf)
-            vectors = tuple(replace(v, eventfd_count=counts.get(v.index, 0), lease=leases.get(v.index))
-                            for v in vectors)
             ownership = Ownership(owned.dynamic, len(counts) + len(leases), owned.group)
+        if include_vectors:
+            vectors = self._vectors(bdf, irqs, debug, counts, leases)
+            chip = vectors[0].chip if vectors else ""
+        else:
+            for number in irqs:
+                chip = irq.read_chip_name(self._roots, number) or ""
+                if chip:
+                    break
         return Device(
             pci=pci_device,
-            irq_mode=_irq_mode(irqs.values()),
+            irq_mode=_irq_mode((mode,)),
             vectors_allocated=len(irqs),
-            domain=self._domain_ref(bdf, chip, next(iter(irqs), None)),
+            domain=self._domain_ref(bdf, chip, debug),
             vectors=vectors,
             ownership=ownership,
         )
 
-    def _vectors(self, bdf: str, irqs: dict[int, str]) -> tuple[Vector, ...]:
-        with_debugfs = debugfs.available(self._roots)
+    def _vectors(self, bdf: str, irqs: list[int], debug: debugfs.DebugfsIrq | None,
+                 eventfd_counts: dict[int, int], leases: dict[int, LeaseTag]) -> tuple[Vector, ...]:
+        """The vectors of irqs; eventfd_counts: what msixd's eventfds counted, and leases: who holds
+        each leased vector, per vector index."""
         vectors = []
         for position, number in enumerate(irqs):
             try:
-                vector = self._vector(bdf, position, number, with_debugfs)
+                vector = self._vector(bdf, position, number, debug, eventfd_counts, leases)
             except KernelFormatError as err:
                 log.warning("vector skipped: unreadable irq entry", bdf=bdf, irq=number, error=str(err))
                 continue
             if vector is not None:
                 vectors.append(vector)
-        return tuple(sorted(vectors, key=lambda v: (v.index, v.irq)))
+        vectors.sort(key=_BY_INDEX)
+        return tuple(vectors)
 
-    def _vector(self, bdf: str, position: int, number: int, with_debugfs: bool) -> Vector | None:
+    def _vector(self, bdf: str, position: int, number: int, debug: debugfs.DebugfsIrq | None,
+                eventfd_counts: dict[int, int], leases: dict[int, LeaseTag]) -> Vector | None:
         sys_irq = irq.read_sys_irq(self._roots, number)
         if sys_irq is None:
             log.debug("irq freed during listing", bdf=bdf, irq=number)
             return None
+        chip, hwirq, actions = sys_irq.chip_name, sys_irq.hwirq, sys_irq.actions
         proc_irq = irq.read_proc_irq(self._roots, number)
-        index, source = irq.vector_index(bdf, sys_irq.chip_name, sys_irq.hwirq, sys_irq.actions) or (
-            position,
-            IndexSource.ORDER,
-        )
+        found = irq.vector_index(bdf, chip, hwirq, actions)
+        index, source = (position, IndexSource.ORDER) if found is None else found
         if proc_irq is None:
-            settable, reason = False, f"no handler was ever requested on IRQ {number} (no /proc/irq/{number})"
-        else:
-            settable, reason = proc_irq.settable, proc_irq.reason
-        if settable and with_debugfs:
-            info = debugfs.read_irq(self._roots, number)
+            return Vector(index, source, number, chip, hwirq, actions, sys_irq.type, frozenset(), frozenset(), False,
+                          f"no handler was ever requested on IRQ {number} (no /proc/irq/{number})", -1,
+                          sys_irq.per_cpu_count, eventfd_counts.get(index, 0), leases.get(index))
+        settable, reason = proc_irq.settable, proc_irq.reason
+        if settable and debug is not None:  # debugfs has IRQ files: it knows which are managed
+            info = debug if debug.irq == number else debugfs.read_irq(self._roots, number)
             if info is not None and info.managed:
                 settable, reason = False, "the kernel manages this IRQ's affinity (IRQD_AFFINITY_MANAGED)"
-        return Vector(
-            index=index,
-            index_source=source,
-            irq=number,
-            chip=sys_irq.chip_name,
-            hwirq=sys_irq.hwirq,
-            actions=sys_irq.actions,
-            type=sys_irq.type,
-            affinity=proc_irq.affinity if proc_irq else frozenset(),
-            effective_affinity=proc_irq.effective_affinity if proc_irq else frozenset(),
-            affinity_settable=settable,
-            affinity_reason=reason,
-            node=proc_irq.node if proc_irq else -1,
-            per_cpu_count=sys_irq.per_cpu_count,
-        )
+        # Positional, in the order of Vector's fields: this runs once per vector of every answer.
+        return Vector(index, source, number, chip, hwirq, actions, sys_irq.type, proc_irq.affinity,
+                      proc_irq.effective_affinity, settable, reason, proc_irq.node, sys_irq.per_cpu_count,
+                      eventfd_counts.get(index, 0), leases.get(index))
 
     # Domains
 
-    def _domain_ref(self, bdf: str, chip: str, first_irq: int | None) -> DomainRef | None:
-        if not chip or first_irq is None:
+    def _domain_ref(self, bdf: str, chip: str, info: debugfs.DebugfsIrq | None) -> DomainRef | None:
+        """The domain of the device's vectors, named by the first IRQ's debugfs file (info) when there is one."""
+        if not chip:
             return None
         scheme = DomainScheme.PER_DEVICE if irq.per_device_chip(chip, bdf) else DomainScheme.GLOBAL
-        info = debugfs.read_irq(self._roots, first_irq)
         if info is not None and info.chain:
             return DomainRef(info.chain[0][0], scheme, irq.remapped_chip(chip), DomainSource.DEBUGFS)
         # Without debugfs the domain is named after its irq chip: for per-device
@@ -195,8 +205,9 @@ class Inventory:
             return ()  # not an x86 PCI MSI chip: no rule to apply
         parents = []
         if device.domain.remapped:
+            iommu = pci.iommu_name(self._roots, device.pci.bdf) or ""
             for pattern, name in _IR_DOMAIN_OF_IOMMU:
-                match = pattern.fullmatch(device.pci.iommu or "")
+                match = pattern.fullmatch(iommu)
                 if match:
                     parents.append(name.format(match.group(1)))
         parents.append("VECTOR")
@@ -209,7 +220,7 @@ class Inventory:
             ref = device.domain
             assert ref is not None
             if ref.source is DomainSource.DEBUGFS:
-                info = debugfs.read_irq(self._roots, next(iter(irq.msi_irqs(self._roots, device.pci.bdf)), -1))
+                info = debugfs.read_irq(self._roots, next(iter(irq.msi_irq_numbers(self._roots, device.pci.bdf)), -1))
                 parents = tuple(link[0] for link in info.chain[1:]) if info else ()
             else:
                 parents = self._inferred_parents(device)

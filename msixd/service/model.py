@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from msixd.kernel.irq import IndexSource
+from msixd.kernel.irq import CpuCounts, IndexSource
 from msixd.kernel.pci import PciDevice
 from msixd.kernel.system import Cpus, Feature
 from msixd.service.session import LeaseTag
@@ -49,14 +49,14 @@ class Vector:
     affinity_settable: bool
     affinity_reason: str
     node: int
-    per_cpu_count: tuple[int, ...]
+    per_cpu_count: CpuCounts
     eventfd_count: int = 0
     # Set while the vector is leased: who holds it.
     lease: LeaseTag | None = None
 
     @property
     def total_count(self) -> int:
-        return sum(self.per_cpu_count)
+        return self.per_cpu_count.total
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from msixd.errors import InvalidArgument
+from msixd.kernel.irq import CpuCounts
 from msixd.service.inventory import Inventory
 from msixd.service.owner import Owner
 
@@ -21,7 +22,7 @@ class VectorSample:
     total: int
     rate: float
     from_eventfd: bool
-    per_cpu_count: tuple[int, ...]
+    per_cpu_count: CpuCounts
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,19 @@ def test_a_vfio_handler_naming_an_index_past_the_msix_table_is_not_believed(
         assert all(v.index < 2048 for v in device.vectors)
     finally:
         actions.write_bytes(original)
+
+
+def test_counts_summing_past_64_bits_skip_the_vector_not_the_answer(pristine: Callable[[str], Path]) -> None:
+    """Each count fits the API's uint64, their sum (total_count) would not: the vector is skipped
+    as unreadable, never an internal error while the answer is built."""
+    root = pristine("host-6.18")
+    counts = root / "sys/kernel/irq/29/per_cpu_count"
+    original = counts.read_bytes()
+    counts.write_text(f"{2**64 - 1},1\n")
+    try:
+        _check(root)
+        device = Inventory(KernelRoots.under(root)).get_device("0000:00:01.0")
+        assert [v.irq for v in device.vectors] == [28, 30, 31, 32]
+        convert.device(device)
+    finally:
+        counts.write_bytes(original)

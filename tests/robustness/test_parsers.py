@@ -107,7 +107,7 @@ def test_per_cpu_count_any_text(text: str) -> None:
         len(item) <= 20 and int(item) < 2**64 for item in text.split(",")
     ):
         assert _counts("per_cpu_count", text) == tuple(int(item) for item in text.split(","))
-    else:
+    else:  # not a list of numbers, or a number wider than the API's uint64
         try:
             _counts("per_cpu_count", text)
         except KernelFormatError:

@@ -232,3 +232,18 @@ def test_unbound_device_is_released_and_left_alone(
     assert owner.owned(BDF) is None
     keeper.step()
     assert owner.owned(BDF) is None, "not taken back"
+
+
+def test_get_device_carries_each_owned_vectors_eventfd_count_live(roots: KernelRoots, tmp_path: Path) -> None:
+    from msixd.service.inventory import Inventory
+
+    owner, _ = make_owner(roots, tmp_path)
+    owner.enable(BDF, 5)
+    inventory = Inventory(roots, owner)
+    owner.trigger(BDF, 1)
+    first = inventory.get_device(BDF)
+    assert first.ownership is not None and first.ownership.vectors_enabled == 5
+    assert {v.index: v.eventfd_count for v in first.vectors} == {0: 0, 1: 1, 2: 0}
+    owner.trigger(BDF, 1)
+    owner.trigger(BDF, 2)
+    assert {v.index: v.eventfd_count for v in inventory.get_device(BDF).vectors} == {0: 0, 1: 2, 2: 1}

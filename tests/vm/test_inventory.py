@@ -8,11 +8,13 @@ IR-PCI-MSIX-<bdf>, hwirq = index). The inventory must get both right.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from msixd.errors import DeviceNotFound
 from msixd.kernel.cpulist import parse_cpulist
 from msixd.kernel.irq import IndexSource
 from msixd.kernel.pci import MsixProbe
@@ -117,3 +119,39 @@ def test_status_features(services: Services) -> None:
     assert features.per_device_msi_domains.state is (State.PRESENT if PER_DEVICE_DOMAINS else State.ABSENT)
     # Debian's kernels are built without CONFIG_GENERIC_IRQ_DEBUGFS (their config-* in /boot says so).
     assert features.debugfs_irq.state is not State.PRESENT
+
+
+def test_a_removed_and_rescanned_device_is_read_afresh(services: Services, tmp_path: Path) -> None:
+    """The fixed facts remembered for a device (its IDs, where its MSI-X capability, table and PBA
+    are) belong to its sysfs identity: a remove and rescan gives the function a new directory
+    (a new kernfs node, so a new inode, fs/kernfs/dir.c), and the answer after it is the one a
+    reader remembering nothing gives, read from the device found again."""
+    bdf = guest.find_device(*E1000E)
+    driver = guest.driver_of(bdf)
+    inventory = services.inventory
+    before = inventory.get_device(bdf)
+    remembered = inventory.devices.known(bdf)
+    assert remembered is not None and before.pci.msix is not None
+
+    Path(f"/sys/bus/pci/devices/{bdf}/remove").write_text("1")
+    assert not Path(f"/sys/bus/pci/devices/{bdf}").exists()
+    with pytest.raises(DeviceNotFound):
+        inventory.get_device(bdf)
+    assert inventory.devices.known(bdf) is None, "a function gone is forgotten"
+
+    Path("/sys/bus/pci/rescan").write_text("1")
+    deadline = time.monotonic() + 60
+    while guest.driver_of(bdf) != driver and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert guest.driver_of(bdf) == driver, f"{bdf} is back on {driver}"
+
+    after = inventory.get_device(bdf)
+    relearnt = inventory.devices.known(bdf)
+    assert relearnt is not None and relearnt.identity != remembered.identity
+    fresh = Services.build(KernelRoots(), tmp_path / "fresh.json").inventory.get_device(bdf)
+    assert after.pci == fresh.pci and after.vectors_allocated == fresh.vectors_allocated
+    assert [(v.index, v.irq, v.chip, v.affinity) for v in after.vectors] == \
+        [(v.index, v.irq, v.chip, v.affinity) for v in fresh.vectors]
+    assert (after.pci.vendor_id, after.pci.device_id, after.pci.msix.table_size if after.pci.msix else None) == \
+        (before.pci.vendor_id, before.pci.device_id, before.pci.msix.table_size)
+    assert check_against_proc(services) > 0

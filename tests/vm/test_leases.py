@@ -151,12 +151,20 @@ def test_an_unprivileged_holder_receives_loopback_and_real_interrupts_counted_al
     before = list(vector.per_cpu_count)
     raised = 10
     for n in range(1, raised + 1):
-        assert holder.ask("raise 1") == {"count": n}
+        assert holder.ask("raise 1")["count"] >= n, "each raise reaches the holder"
+    # QEMU's e1000e sometimes sends more messages than ICS asked for (seen on 6.1 and on 6.12):
+    # what must hold is that the holder reads exactly what the kernel took on the vector's IRQ.
+    for _ in range(3):
+        taken = per_cpu(msixd, 1)[1] - before[1]
+        read = holder.ask(f"wait 1 {taken}")["count"]
+        if read == taken:
+            break
     after = per_cpu(msixd, 1)
-    assert after[1] - before[1] == raised and after[0] == before[0], f"{before} -> {after}"
+    assert read == taken == after[1] - before[1] >= raised, f"read {read}, kernel {before} -> {after}"
+    assert after[0] == before[0], f"only the CPU vector 1 was placed on took them: {before} -> {after}"
     sample = next(iter(msixd.stub.Watch(pb.WatchRequest(bdf=msixd.bdf, interval_ms=100, count=1), timeout=60)))
     counted = {v.vector: v for v in sample.vectors}[1]
-    assert counted.source == pb.COUNT_SOURCE_PER_CPU_COUNT and counted.total - sum(before) == raised, \
+    assert counted.source == pb.COUNT_SOURCE_PER_CPU_COUNT and counted.total - sum(before) == read, \
         "the count msixd shows is what the holder read"
 
 
