@@ -598,18 +598,24 @@ class Reconciler:
                                              f"{rule.name} only observes", target)
         return made(VectorState.PENDING, to=target)
 
+    def _scan_all(self, policy: Policy, context: _Context) -> dict[str, _Device]:
+        """Every PCI function the policy has something to say about; one with an unreadable
+        sysfs entry is skipped with a warning, the others still count."""
+        devices: dict[str, _Device] = {}
+        for bdf in pci.list_bdfs(self._roots):
+            try:
+                device = self._scan(bdf, policy, context)
+            except KernelFormatError as err:
+                log.warning("policy: device skipped: unreadable sysfs entry", bdf=bdf, error=str(err))
+                continue
+            if device is not None:
+                devices[bdf] = device
+        return devices
+
     def _dry_run(self, policy: Policy) -> list[Decision]:
         with self._pass_lock:
             context = self._context(policy, measure=False)
-            devices = {}
-            for bdf in pci.list_bdfs(self._roots):
-                try:
-                    device = self._scan(bdf, policy, context)
-                except KernelFormatError as err:
-                    log.warning("policy: device skipped: unreadable sysfs entry", bdf=bdf, error=str(err))
-                    continue
-                if device is not None:
-                    devices[bdf] = device
+            devices = self._scan_all(policy, context)
             self._decide(devices, policy, context, dict(self._balanced))
             return [d for device in devices.values() for d in sorted(device.decisions.values(),
                                                                       key=lambda d: (d.index, d.irq))]
@@ -625,15 +631,7 @@ class Reconciler:
             self._placed.clear()
             self._observed.clear()
         context = self._context(policy, measure=True)
-        devices: dict[str, _Device] = {}
-        for bdf in pci.list_bdfs(self._roots):
-            try:
-                device = self._scan(bdf, policy, context)
-            except KernelFormatError as err:
-                log.warning("policy: device skipped: unreadable sysfs entry", bdf=bdf, error=str(err))
-                continue
-            if device is not None:
-                devices[bdf] = device
+        devices = self._scan_all(policy, context)
         for bdf in set(self._devices) - set(devices):
             self._purge(bdf, keep=frozenset())
         self._decide(devices, policy, context, self._balanced)
