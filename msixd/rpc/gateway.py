@@ -36,6 +36,7 @@ import structlog
 from msixd.kernel.peercred import peer_credentials
 from msixd.rpc.access import Peer, PeerRegistry
 from msixd.rpc.logbudget import LogBudget
+from msixd.rpc.waker import Waker
 
 log = structlog.get_logger(__name__)
 _CHUNK = 64 * 1024
@@ -133,8 +134,7 @@ class Gateway:
             listener.setblocking(False)
             self._selector.register(listener, selectors.EVENT_READ, "listener")
             self._listeners.append(listener)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._waker = Waker(self._selector)
         self._links: set[_Link] = set()
         self._per_uid: dict[int, int] = {}
         self._root = 0
@@ -173,10 +173,7 @@ class Gateway:
             listener.close()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._waker.wake()
 
     @property
     def connections(self) -> int:
@@ -193,7 +190,7 @@ class Gateway:
                     if key.data == "listener":
                         self._accept(key.fileobj)  # type: ignore[arg-type]
                     elif key.data == "wake":
-                        self._drain_wake()
+                        self._waker.drain()
                     else:
                         link, end = key.data
                         self._service(link, end, mask)
@@ -215,16 +212,9 @@ class Gateway:
                 self._close_listeners()
                 self._accepting_stopped.set()
             self._selector.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._waker.close()
             if self._reserve is not None:
                 os.close(self._reserve)
-
-    def _drain_wake(self) -> None:
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # a batch, then the relayed connections get their turn

@@ -46,6 +46,7 @@ from msixd.rpc.access import Access, Peer, Role
 from msixd.rpc.errors import status_code
 from msixd.rpc.gateway import Limits
 from msixd.rpc.logbudget import LogBudget
+from msixd.rpc.waker import Waker
 from msixd.service.fdstore import NO_STORE, FdStore, lease_name
 from msixd.service.leases import Grant, Holder, Lease, LeaseRequest, Leases, Return
 
@@ -158,8 +159,7 @@ class LeaseServer:
         self._listener.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._waker = Waker(self._selector)
         self._conns: set[_Conn] = set()
         self._by_lease: dict[str, _Conn] = {}
         self._per_uid: dict[int, int] = {}
@@ -208,10 +208,7 @@ class LeaseServer:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._waker.wake()
 
     @property
     def connections(self) -> int:
@@ -227,10 +224,7 @@ class LeaseServer:
                     if key.fileobj is self._listener:
                         self._accept()
                     elif key.data == "wake":
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except BlockingIOError:
-                            pass
+                        self._waker.drain()
                     else:
                         self._readable(key.data)
                 while self._done:
@@ -250,8 +244,7 @@ class LeaseServer:
                 self._close(conn)
             self._selector.close()
             self._listener.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._waker.close()
 
     def _accept(self) -> None:
         for _ in range(64):
