@@ -122,6 +122,8 @@ class Leases:
         self._revoked: Counter[str] = Counter()
         # Leases being granted: True once the Owner revoked one before grant() could record it.
         self._granting: dict[str, bool] = {}
+        # Leases whose vectors are being returned: still listed, not to be ended twice.
+        self._ending: set[str] = set()
         self.notify: Notify = lambda lease, reason: None
         owner.revoked = self._taken_back
 
@@ -199,34 +201,54 @@ class Leases:
 
     def end(self, lease_id: str, reason: str) -> Lease | None:
         """The holder's connection closed: the lease ends as it asked (its vectors msixd's again, or
-        released). None when it had ended already."""
-        with self._lock:
-            lease = self._leases.pop(lease_id, None)
-            self._store.forget_lease(lease_id)
+        released). None when it had ended already, or is ending."""
+        lease = self._ending_one(lease_id)
         if lease is None:
             return None
-        returned = self._owner.unlease(lease.bdf, lease_id, lease.on_return is Return.RELEASE)
+        try:
+            returned = self._owner.unlease(lease.bdf, lease_id, lease.on_return is Return.RELEASE)
+        finally:
+            self._ended(lease_id)
         audit.info("lease return", **_fields(lease), returned=returned, reason=reason, by=lease.holder.describe())
         return lease
 
     def revoke(self, lease_id: str, reason: str, by: str) -> Lease:
         """An admin ends a lease: the holder is told, its vectors return as the lease asked."""
-        with self._lock:
-            lease = self._leases.pop(lease_id, None)
-            if lease is not None:
-                self._revoked[lease.bdf] += 1
-                self._store.forget_lease(lease_id)
+        lease = self._ending_one(lease_id)
         if lease is None:
             raise LeaseNotFound(lease_id)
-        returned = self._owner.unlease(lease.bdf, lease_id, lease.on_return is Return.RELEASE)
+        with self._lock:
+            self._revoked[lease.bdf] += 1
+        try:
+            returned = self._owner.unlease(lease.bdf, lease_id, lease.on_return is Return.RELEASE)
+        finally:
+            self._ended(lease_id)
         audit.info("lease revoke", **_fields(lease), returned=returned, reason=reason, by=by)
         self.notify(lease_id, reason)
         return lease
+
+    def _ending_one(self, lease_id: str) -> Lease | None:
+        """Claim a held lease for ending; it stays listed until its vectors are back (_ended), so
+        whoever sees it gone may rely on msixd holding them again. None if absent or ending."""
+        with self._lock:
+            lease = self._leases.get(lease_id)
+            if lease is None or lease_id in self._ending:
+                return None
+            self._ending.add(lease_id)
+            self._store.forget_lease(lease_id)
+        return lease
+
+    def _ended(self, lease_id: str) -> None:
+        with self._lock:
+            self._leases.pop(lease_id, None)
+            self._ending.discard(lease_id)
 
     def _taken_back(self, lease_id: str, reason: str) -> None:
         """The Owner revoked a lease on its own (a forced change, the kernel asking for the device
         back); called under the device's lock: record, tell the transport, take no device lock."""
         with self._lock:
+            if lease_id in self._ending:  # its holder or an admin is ending it already
+                return
             lease = self._leases.pop(lease_id, None)
             if lease is None:  # being granted (it will be refused), or ended by its holder already
                 if lease_id in self._granting:

@@ -13,7 +13,7 @@ from msixd.config import LeaseRule
 from msixd.errors import FailedPrecondition, LeaseHeld, LeaseNotFound, LeaseNotPermitted
 from msixd.kernel.roots import KernelRoots
 from msixd.service.inventory import Inventory
-from msixd.service.leases import Holder, LeaseRequest, Leases, Return
+from msixd.service.leases import Holder, Lease, LeaseRequest, Leases, Return
 from msixd.service.owner import Owner
 from msixd.service.state import StateStore
 from tests.fakes.vfio import FakeDevice, FakeVfio
@@ -194,3 +194,27 @@ def test_an_admin_revokes_and_the_holder_is_told(world: World) -> None:
     assert any(line["event"] == "lease revoke" and line["by"] == "uid 0 (pid 1)" for line in logs)
     stats = world.leases.stats()[BDF]
     assert (stats.granted, stats.held, stats.revoked) == (1, 0, 1)
+
+
+def test_a_lease_is_listed_until_its_vectors_are_back(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever sees a lease gone from the list may rely on msixd holding its vectors again."""
+    world.owner.enable(BDF, 4)
+    ended, _ = world.grant(ALICE, vectors=frozenset({0}))
+    revoked, _ = world.grant(ALICE, vectors=frozenset({1}))
+    seen: dict[str, tuple[list[str], Lease | None, object]] = {}
+    unlease = world.owner.unlease
+
+    def watched(bdf: str, lease_id: str, release: bool) -> list[int]:
+        seen[lease_id] = ([lease.id for lease in world.leases.list()], world.leases.get(lease_id),
+                          world.leases.end(lease_id, "a second close while the first is under way"))
+        return unlease(bdf, lease_id, release)
+
+    monkeypatch.setattr(world.owner, "unlease", watched)
+    world.leases.end(ended, "the holder closed its connection")
+    world.leases.revoke(revoked, "maintenance", by="uid 0 (pid 1)")
+    assert seen[ended][0] == [ended, revoked] and seen[revoked][0] == [revoked], "listed while its vectors return"
+    assert seen[ended][1] is not None and seen[revoked][1] is not None, "and found by its id"
+    assert seen[ended][2] is None and seen[revoked][2] is None, "ending twice at once is nothing"
+    assert world.leases.list() == [] and not world.owner.leases(BDF)
+    stats = world.leases.stats()[BDF]
+    assert (stats.granted, stats.held, stats.revoked) == (2, 0, 1)
