@@ -10,7 +10,8 @@ leased eventfd receives. Lines on stdin, each answered with one JSON line:
     stop     stop firing, wait (at most 10 s) until every interrupt fired has been
              received and the eventfds have counted every interrupt the kernel took on the
              real vector's IRQ since the lease began, answer {"fired": {...}, "received": {...},
-             "taken": n, "errors": [...]}, end the lease
+             "taken": n, "errors": [...]}, both counts read at one moment
+    end      (or end of input, after stop) end the lease: msixd gives the vectors fresh eventfds
 
 The first line it prints is the lease: {"lease": id, "vectors": [...], "irqs": [...]},
 or {"refused": code, "error": text}. Standard library and the project's own modules only.
@@ -99,13 +100,15 @@ def main(argv: list[str]) -> int:
                 say({"rounds": rounds})
                 wanted = -1
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        drain()
-        if received[LOOPBACK] == fired[LOOPBACK] and received[REAL] == taken(real_irq) - taken_at_start:
+    while True:
+        drain()  # before reading the kernel's count: the kernel counts an interrupt before signalling it
+        kernel = taken(real_irq) - taken_at_start
+        settled = received[LOOPBACK] == fired[LOOPBACK] and received[REAL] == kernel
+        if settled or time.monotonic() >= deadline:
             break
         select.select(list(fds.values()), [], [], min(0.1, max(0.0, deadline - time.monotonic())))
-    say({"fired": fired, "received": received, "taken": taken(real_irq) - taken_at_start, "rounds": rounds,
-         "errors": errors[:20]})
+    say({"fired": fired, "received": received, "taken": kernel, "rounds": rounds, "errors": errors[:20]})
+    sys.stdin.readline()  # "end", or end of input: the lease is held until then
     held.close()
     return 0
 

@@ -128,6 +128,13 @@ class Consumer:
         return self.read(timeout)
 
     def end(self) -> None:
+        """End of input: the consumer ends its lease and exits (killed if it does not)."""
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
@@ -151,7 +158,10 @@ def e1000e() -> Iterator[str]:
             guest.rebind(bdf, before)
 
 
-def placement(bdf: str) -> dict[int, tuple[int, tuple[str, str]]]:
+Placement = dict[int, tuple[int, tuple[str, str]]]  # MSI-X index -> (IRQ, (affinity, effective affinity))
+
+
+def placement(bdf: str) -> Placement:
     return {index: (irq, system.affinity(irq)) for (_, index), irq in sorted(vfio_vectors(bdf).items())}
 
 
@@ -160,10 +170,16 @@ def adopted_events(cursor: str) -> list[dict[str, object]]:
             if e.get("event") == "device adopted from systemd's store"]
 
 
-def through(bdf: str, change: str) -> tuple[Watch, dict[str, Any], float, dict[int, tuple[int, tuple[str, str]]]]:
+def leases_held() -> list[dict[str, Any]]:
+    held: list[dict[str, Any]] = json.loads(must(msixctl("leases", "-o", "json")).out or "{}").get("leases", [])
+    return held
+
+
+def through(bdf: str, change: str) -> tuple[Watch, dict[str, Any], float, Placement, Placement]:
     """Fire interrupts from a lease holder while `change` happens to msixd; the watch, the counts, how
-    long the change took, and the placement after it (read while the lease is still held: when it
-    ends, msixd gives the leased vectors fresh eventfds of its own, re-installing their triggers)."""
+    long the change took, the placement after it (read while the lease is still held), and the
+    placement once the lease has ended (msixd gives the leased vectors fresh eventfds of its own,
+    freeing and requesting their IRQs again: vfio_msi_set_vector_signal)."""
     expected = vfio_vectors(bdf)
     consumer = Consumer(bdf)
     try:
@@ -185,9 +201,12 @@ def through(bdf: str, change: str) -> tuple[Watch, dict[str, Any], float, dict[i
         assert consumer.ask("mark 50")["rounds"] >= 100, "rounds fired after msixd was back"
         watch.stop()
         counts = consumer.ask("stop")
-        return watch, counts, took, placement(bdf)
+        held = placement(bdf)
     finally:
         consumer.end()
+    # A lease is listed until its vectors are msixd's again.
+    system.wait_until(lambda: not leases_held(), 60, "the lease ended with its holder")
+    return watch, counts, took, held, placement(bdf)
 
 
 @pytest.mark.parametrize("change", ["none", "restart", "crash"])
@@ -196,7 +215,7 @@ def test_msixd_restarts_under_fire_without_msix_going_off_or_an_interrupt_lost(e
     placed = placement(bdf)
     assert sorted(placed) == [0, 1, 2] and [placed[i][1][0] for i in range(3)] == ["1", "0", "1"], placed
     cursor = system.journal_cursor()
-    watch, counts, took, after = through(bdf, change)
+    watch, counts, took, after, returned = through(bdf, change)
     taken = counts["taken"]
     print(f"{change}: {took:.1f} s, {watch.samples} Message Control samples (longest gap {watch.longest_gap:.3f} s), "
           f"{watch.handler_samples} of the handlers; fired {counts['fired']}, received {counts['received']}; "
@@ -213,6 +232,7 @@ def test_msixd_restarts_under_fire_without_msix_going_off_or_an_interrupt_lost(e
     assert taken >= 0.98 * fired["1"], "the device's messages came through the restart"
     assert min(fired.values()) >= 100
     assert after == placed, "the same IRQs, on the same CPUs"
+    assert returned == placed, "msixd's fresh eventfds after the lease: the same IRQs, on the same CPUs"
     adopted = [] if change == "none" else [bdf]
     assert [e.get("bdf") for e in adopted_events(cursor)] == adopted, "the new msixd adopted the device"
 
