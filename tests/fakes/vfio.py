@@ -15,6 +15,7 @@ and a group released only when the last descriptor of its file closes.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 import shutil
@@ -55,9 +56,14 @@ def _untrigger(device: FakeDevice, vector: int) -> None:
 
 
 class FakeVfio:
+    # Each fake's files are named after a number no other fake of the process has: an id() is reused
+    # once its object is gone, and files an earlier test left open would count as this fake's.
+    _made = itertools.count()
+
     def __init__(self, devices: dict[str, FakeDevice], sysfs: Path | None = None) -> None:
         """sysfs: a captured tree's sys/ to mirror the vectors into, as the kernel shows them
         (msi_irqs/ of the device, /sys/kernel/irq/N with vfio-pci's handler names)."""
+        self._tag = f"fakevfio{next(self._made)}"
         self.devices = devices
         self.sysfs = sysfs
         self.open_groups: set[int] = set()
@@ -65,7 +71,7 @@ class FakeVfio:
         self.calls: list[tuple[str, tuple[object, ...]]] = []
 
     def _new_fd(self, kind: str, name: object) -> int:
-        return os.memfd_create(f"fakevfio{id(self)}-{kind}-{name}", os.MFD_CLOEXEC)
+        return os.memfd_create(f"{self._tag}-{kind}-{name}", os.MFD_CLOEXEC)
 
     def _what(self, fd: int) -> tuple[str, str] | None:
         """("device", bdf), ("group", "7"), ("container", ...) for a file of this fake, else None."""
@@ -73,7 +79,7 @@ class FakeVfio:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             return None
-        match = re.fullmatch(rf"/memfd:fakevfio{id(self)}-(\w+)-(\S+) \(deleted\)", target)
+        match = re.fullmatch(rf"/memfd:{self._tag}-(\w+)-(\S+) \(deleted\)", target)
         return (match.group(1), match.group(2)) if match else None
 
     def _others(self, fd: int) -> bool:
@@ -84,7 +90,7 @@ class FakeVfio:
             if other == fd:
                 continue
             try:
-                if os.readlink(f"/proc/self/fd/{other}").startswith(f"/memfd:fakevfio{id(self)}-") \
+                if os.readlink(f"/proc/self/fd/{other}").startswith(f"/memfd:{self._tag}-") \
                         and os.fstat(other).st_ino == inode:
                     return True
             except OSError:
