@@ -46,6 +46,12 @@ def raise_e1000e_interrupt(device_fd: int, vector: int) -> None:
     rawvfio.raise_e1000e_interrupt(device_fd, vector)
 
 
+def quiesce_e1000e(device_fd: int) -> None:
+    from tests.vm import rawvfio
+
+    rawvfio.quiesce_e1000e(device_fd)
+
+
 def bind_vfio(bdf: str) -> None:
     """driver_override + unbind + drivers_probe (Documentation/ABI/testing/sysfs-bus-pci; guest only)."""
     (SYS_PCI / bdf / "driver_override").write_text("vfio-pci")

@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
                     pass
         return counted[index]
 
+    raised = False
     for line in sys.stdin:
         words = line.split()
         if not words or words[0] == "exit":
@@ -68,6 +69,9 @@ def main(argv: list[str]) -> int:
             before = counted[index]
             rawvfio.raise_e1000e_interrupt(held.device_fd, index)
             say({"count": wait(index, before + 1)})
+            raised = True
+    if raised and held.device_fd is not None:
+        rawvfio.quiesce_e1000e(held.device_fd)  # msixd may disable the vectors once the lease ends
     held.close()
     return 0
 

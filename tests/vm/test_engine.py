@@ -98,6 +98,7 @@ def test_real_interrupt_lands_on_the_chosen_cpu(msixd: Msixd, e1000e: str) -> No
     sample = next(iter(msixd.stub.Watch(pb.WatchRequest(bdf=e1000e, interval_ms=100, count=1))))
     vector = next(v for v in sample.vectors if v.vector == 3)
     assert vector.source == pb.COUNT_SOURCE_EVENTFD and vector.total >= 1
+    guest.quiesce_e1000e(owned.device_fd)  # before the fixture releases the device
 
 
 def test_resize_nvme_keeps_affinities(msixd: Msixd, nvme: str) -> None:

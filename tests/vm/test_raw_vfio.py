@@ -70,6 +70,7 @@ def test_enable_route_and_raise_a_real_interrupt(e1000e_on_vfio: str, bench_kern
         assert wait_eventfd(fds[3]) == 1, "vector 3's eventfd counted the interrupt"
         after = truth.proc_interrupts(Path("/proc"))[irq3].counts
         assert after[1] == before[1] + 1 and after[0] == before[0], f"{before} -> {after}"
+        rawvfio.quiesce_e1000e(opened.device)
         rawvfio.msix_disable(opened.device)
         assert guest.msi_irqs(bdf) == []
     finally:

@@ -107,6 +107,7 @@ def main(argv: list[str]) -> int:
         if settled or time.monotonic() >= deadline:
             break
         select.select(list(fds.values()), [], [], min(0.1, max(0.0, deadline - time.monotonic())))
+    rawvfio.quiesce_e1000e(held.device_fd)  # the device is released at the end of the test
     say({"fired": fired, "received": received, "taken": kernel, "rounds": rounds, "errors": errors[:20]})
     sys.stdin.readline()  # "end", or end of input: the lease is held until then
     held.close()
