@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from msixd.kernel.roots import KernelRoots
 from msixd.service.binding import Binding
@@ -20,19 +18,6 @@ from tests.fakes.vfio import FakeDevice, FakeVfio
 from tests.fixturetree import move_to_vfio
 
 BDF = "0000:00:03.0"
-
-
-@pytest.fixture
-def logged() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Every log event, with the name of the logger it went to (as the daemon's stdlib loggers have)."""
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger,
-                        cache_logger_on_first_use=False)
-    try:
-        with capture_logs(processors=[structlog.stdlib.add_logger_name]) as events:
-            yield events
-    finally:
-        structlog.configure(**saved)
 
 
 def audit_lines(events: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:

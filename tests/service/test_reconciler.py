@@ -10,13 +10,11 @@ from __future__ import annotations
 import queue
 import shutil
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from msixd.errors import FailedPrecondition
 from msixd.kernel import irq as kirq
@@ -29,18 +27,6 @@ from msixd.service.services import Services
 VIRTIO = "0000:00:04.0"
 NET = "0000:00:03.0"
 BLK = "0000:00:02.0"
-
-
-@pytest.fixture
-def logged() -> Iterator[list[MutableMapping[str, Any]]]:
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger,
-                        cache_logger_on_first_use=False)
-    try:
-        with capture_logs(processors=[structlog.stdlib.add_logger_name]) as events:
-            yield events
-    finally:
-        structlog.configure(**saved)
 
 
 @pytest.fixture
