@@ -21,6 +21,12 @@ def load(out: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _save(figure: plt.Figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def _median(row: dict, key: str) -> float:
     return float(row["seconds"][key]["median"])
 
@@ -48,9 +54,7 @@ def plot_inventory(data: dict, out: Path) -> None:
     for axis in axes:
         axis.legend(fontsize=7)
         axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out / "inventory.png", dpi=110)
-    plt.close(figure)
+    _save(figure, out / "inventory.png")
 
 
 def plot_rpc(data: dict, out: Path) -> None:
@@ -70,9 +74,7 @@ def plot_rpc(data: dict, out: Path) -> None:
         axis.set(title=f"{title} over the Unix socket", ylabel=f"{unit} (this machine)")
         axis.legend(fontsize=8)
         axis.grid(True, axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out / "rpc.png", dpi=110)
-    plt.close(figure)
+    _save(figure, out / "rpc.png")
 
 
 VFIO_OPS = (("enable", "enable"), ("enable_grpc", "enable (gRPC)"), ("grow", "grow N/2→N"), ("shrink", "shrink N→N/2"))
@@ -91,9 +93,7 @@ def plot_vfio(runs: dict[str, dict], out: Path) -> None:
     axis.set_xticks(range(len(values)), labels, fontsize=6)
     axis.set(ylabel="× direct ioctls", title="VFIO MSI-X in real-kernel guests: msixd against direct ioctls")
     axis.grid(True, axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out / "vfio.png", dpi=110)
-    plt.close(figure)
+    _save(figure, out / "vfio.png")
 
 
 def plot_policy(data: dict, out: Path) -> None:
@@ -123,9 +123,7 @@ def plot_policy(data: dict, out: Path) -> None:
     for axis in axes:
         axis.legend(fontsize=7)
         axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out / "policy.png", dpi=110)
-    plt.close(figure)
+    _save(figure, out / "policy.png")
 
 
 def policy_lines(data: dict) -> list[str]:
@@ -174,9 +172,7 @@ def plot_lease(runs: dict[str, dict], out: Path) -> None:
     axis.set(ylabel="µs (software-emulated guest)", title="Loopback trigger to consumer wake-up")
     axis.legend(fontsize=8)
     axis.grid(True, axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out / "lease.png", dpi=110)
-    plt.close(figure)
+    _save(figure, out / "lease.png")
 
 
 def plot_cli(data: dict, out: Path) -> None:
@@ -191,9 +187,7 @@ def plot_cli(data: dict, out: Path) -> None:
     axis.set(ylabel="× floor", title="msixctl, start to exit, against a bare grpcio client (help: a bare typer app)")
     axis.legend(fontsize=8)
     axis.grid(True, axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out / "cli.png", dpi=110)
-    plt.close(figure)
+    _save(figure, out / "cli.png")
 
 
 def write(out: Path) -> str:
