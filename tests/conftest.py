@@ -1,16 +1,13 @@
-"""Fixtures shared by the whole suite: captured kernel trees materialised per test, and log events captured."""
+"""Fixtures shared by the whole suite: captured kernel trees, materialised per test."""
 
 from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from msixd.kernel.roots import KernelRoots
 from tests.fixturetree import materialise
@@ -20,19 +17,6 @@ from tests.fixturetree import materialise
 def tree(tmp_path: Path) -> Callable[[str], Path]:
     """tree("host-6.18") -> a private copy of that captured tree, file modes restored."""
     return lambda name: materialise(name, tmp_path)
-
-
-@pytest.fixture
-def logged() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Every log event, with the name of the logger it went to (as the daemon's stdlib loggers have)."""
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger,
-                        cache_logger_on_first_use=False)
-    try:
-        with capture_logs(processors=[structlog.stdlib.add_logger_name]) as events:
-            yield events
-    finally:
-        structlog.configure(**saved)
 
 
 @pytest.fixture
