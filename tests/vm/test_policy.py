@@ -55,6 +55,12 @@ IRQBALANCE_ENV = Path(os.environ.get("MSIXD_BENCH_CACHE", "/opt/msixd-bench")) /
 HOUR = 3600
 
 
+def nvme_live(bdf: str) -> bool:
+    """Whether the function's nvme controller is live (/sys/class/nvme/nvmeN/state)."""
+    states = Path(f"/sys/bus/pci/devices/{bdf}/nvme").glob("*/state")
+    return any(state.read_text().strip() == "live" for state in states)
+
+
 def wait_for(what: str, condition: Callable[[], bool], seconds: float = 60.0) -> float:
     """Poll until condition holds; the seconds it took. Fails with `what` after `seconds`."""
     started = time.monotonic()
@@ -300,9 +306,12 @@ def test_the_nvme_rebound_gets_its_policy_again_at_once(bench: Bench) -> None:
     Path("/sys/bus/pci/drivers/nvme/unbind").write_text(bench.nvme)
     wait_for("the nvme's vectors freed", lambda: not guest.msi_irqs(bench.nvme))
     Path("/sys/bus/pci/drivers/nvme/bind").write_text(bench.nvme)
-    wait_for("the nvme's admin vector back", lambda: 0 in bench.nvme_irqs and
-             Path(f"/proc/irq/{bench.nvme_irqs[0]}").exists())
-    admin = bench.nvme_irqs[0]
+    # nvme's probe allocates the admin vector, then frees it and allocates every queue's
+    # (drivers/nvme/host/pci.c, nvme_setup_io_queues) before the controller goes live.
+    wait_for("the nvme controller live again", lambda: nvme_live(bench.nvme))
+    irqs = bench.nvme_irqs
+    assert 0 in irqs and Path(f"/proc/irq/{irqs[0]}").exists(), irqs
+    admin = irqs[0]
     wait_for("msixd pinning the new admin vector", lambda: affinity(admin) == "1", seconds=30)
     # The audit line follows the write; a uevent made the pass (no periodic pass for an hour).
     wait_for("the placement's audit line, for a hotplug", lambda: any(
